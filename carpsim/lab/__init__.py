@@ -1,0 +1,1 @@
+"""carpsim.lab"""

@@ -1,0 +1,1 @@
+"""PURE CARP: constants, codec (advert + HMAC), config, events/actions, state machine."""

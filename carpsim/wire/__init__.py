@@ -1,0 +1,1 @@
+"""PURE byte tools shared by every codec: a cursor buffer and the Internet checksum."""
