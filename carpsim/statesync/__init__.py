@@ -1,1 +1,1 @@
-"""carpsim.statesync"""
+"""PURE pfsync-style state replication: record model, codec, state table, replicator machine."""
