@@ -1,0 +1,99 @@
+"""The one asyncio adapter for every pure machine (CARP now, state sync later).
+
+Modelled on aioquic's ``asyncio/protocol.py``: each input is fed with ``loop.time()``, the
+returned actions are executed at once, and exactly one ``TimerHandle`` is re-armed at the
+machine's ``next_deadline()``. When the timer fires, ``now`` is clamped to the deadline so a
+machine never sees a time earlier than the one it asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Generic, Protocol, TypeVar
+
+A = TypeVar("A")
+A_co = TypeVar("A_co", covariant=True)
+
+log = logging.getLogger(__name__)
+
+
+class Timed(Protocol[A_co]):
+    """What the driver needs from a machine: a timer input and its next deadline."""
+
+    def on_timer(self, now: float) -> Sequence[A_co]: ...
+
+    def next_deadline(self) -> float | None: ...
+
+
+class Driver(Generic[A]):
+    """Feed inputs to `machine`, hand its actions to `execute`, keep one timer armed."""
+
+    def __init__(
+        self,
+        machine: Timed[A],
+        execute: Callable[[list[A]], None],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.machine = machine
+        self._execute = execute
+        self._loop = loop
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._stopped = False
+
+    def now(self) -> float:
+        return self._loop.time()
+
+    def feed(self, method: Callable[..., Sequence[A]], *args: object) -> None:
+        """Call ``method(now, *args)`` on the machine, execute the actions, re-arm the timer."""
+        self._run(method, self._loop.time(), *args)
+
+    def _run(self, method: Callable[..., Sequence[A]], now: float, *args: object) -> None:
+        try:
+            actions = list(method(now, *args))
+            self._execute(actions)
+        except Exception:
+            # A bug in one action must not leave the machine without a timer (a silent MASTER
+            # that stops advertising is worse than a logged traceback).
+            log.exception("driver: input %s failed", getattr(method, "__name__", method))
+        finally:
+            self._rearm()
+
+    def _rearm(self) -> None:
+        if self._stopped:
+            return
+        deadline = self.machine.next_deadline()
+        if deadline == self._timer_at and self._timer is not None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None:
+            self._timer = self._loop.call_at(deadline, self._handle_timer)
+
+    def _handle_timer(self) -> None:
+        at = self._timer_at if self._timer_at is not None else self._loop.time()
+        self._timer = None
+        self._timer_at = None
+        self._run(self.machine.on_timer, max(at, self._loop.time()))
+
+    def stop(self) -> None:
+        """Cancel the timer; later inputs still execute but nothing is re-armed."""
+        self._stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._timer_at = None
+
+
+def install_uvloop() -> bool:
+    """Use uvloop's event loop policy when it is installed (it is a declared dependency)."""
+    try:
+        import uvloop  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True

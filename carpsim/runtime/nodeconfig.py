@@ -1,0 +1,273 @@
+"""The node configuration file (TOML) read by ``carpsim node --config node.toml``.
+
+Format (the lab generates exactly this; see docs/node-config.md)::
+
+    [node]
+    name = "node1"                                  # required
+    control = "/run/carpsim/x-node1.sock"           # control socket path (default below)
+    events_json = "/path/events.jsonl"              # optional: one JSON line per transition
+    metrics_port = 0                                # 0 = no Prometheus endpoint
+    upscript = "/path/up.sh"                        # optional, called `up.sh <ifname> <vip>`
+    downscript = "/path/down.sh"                    # optional
+    neutral = false                                 # true: no downscript on the first INIT->BACKUP
+    shutdown_scripts = false                        # true: run the downscript on a clean stop
+
+    [carp]                                          # defaults for every [[vhid]]
+    password = "K33p_It_S3cr3t!"                    # <= 19 bytes
+    advbase = 1
+    advskew = 0
+    preempt = true
+    master_down_formula = "freebsd"                 # or "openbsd"
+    real_mac = false                                # true: VIP on the parent, real MAC (ucarp)
+    deadratio = 3
+    demote = 0                                      # initial OpenBSD demote counter
+
+    [[vhid]]
+    vhid = 1
+    interface = "lan"                               # the parent interface
+    srcip = "192.168.110.251"                       # advert source (an address of the parent)
+    vips = ["192.168.110.254/24"]
+    # optional overrides: advbase, advskew, password, preempt, deadratio, real_mac, peer
+
+    [statesync]                                     # reserved for the state-sync subsystem:
+                                                    # accepted and passed through untouched
+
+Every error raises `ConfigError(field, message)` with a dotted field such as ``vhid[1].srcip``.
+Loading only reads and validates: it never touches the host.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Interface
+from pathlib import Path
+from typing import Any
+
+from carpsim.errors import ConfigError
+from carpsim.protocol.config import CarpConfig, parse_vip
+from carpsim.protocol.constants import CARP_GROUP_V4, MasterDownFormula
+
+DEFAULT_CONTROL = "/run/carpsim/carpsim.sock"
+MAX_IFNAME = 15
+
+
+@dataclass(frozen=True)
+class VhidSpec:
+    """One VHID as the edge sees it: the pure config plus where it lives."""
+
+    carp: CarpConfig
+    interface: str
+    real_mac: bool = False
+    peer: IPv4Address | None = None
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    name: str
+    vhids: tuple[VhidSpec, ...]
+    control: str = DEFAULT_CONTROL
+    events_json: str | None = None
+    metrics_port: int = 0
+    upscript: str | None = None
+    downscript: str | None = None
+    neutral: bool = False
+    shutdown_scripts: bool = False
+    statesync: Mapping[str, Any] = field(default_factory=dict)
+
+
+_NODE_KEYS = {
+    "name", "control", "events_json", "metrics_port", "upscript", "downscript", "neutral",
+    "shutdown_scripts",
+}
+_CARP_KEYS = {
+    "password", "advbase", "advskew", "preempt", "master_down_formula", "real_mac", "deadratio",
+    "demote",
+}
+_VHID_KEYS = {"vhid", "interface", "srcip", "vips", "peer"} | _CARP_KEYS
+
+
+def _typed(table: Mapping[str, Any], key: str, kind: type, where: str, default: Any) -> Any:
+    if key not in table:
+        return default
+    value = table[key]
+    # bool is an int subclass: reject true/false where a number is expected, and vice versa.
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{where}.{key}", f"must be an integer, got {value!r}")
+    if kind is not int and not isinstance(value, kind):
+        raise ConfigError(f"{where}.{key}", f"must be a {kind.__name__}, got {value!r}")
+    return value
+
+
+def _unknown(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise ConfigError(f"{where}.{key}", "unknown key")
+
+
+def _formula(value: str, where: str) -> MasterDownFormula:
+    try:
+        return MasterDownFormula(value)
+    except ValueError as exc:
+        raise ConfigError(where, f"must be 'freebsd' or 'openbsd', got {value!r}") from exc
+
+
+def _ipv4(value: Any, where: str) -> IPv4Address:
+    try:
+        return IPv4Address(value)
+    except ValueError as exc:
+        raise ConfigError(where, f"not an IPv4 address: {value!r}") from exc
+
+
+def build_vhid(
+    *,
+    vhid: int,
+    interface: str,
+    srcip: str,
+    vips: list[str],
+    password: str,
+    advbase: int = 1,
+    advskew: int = 0,
+    preempt: bool = False,
+    deadratio: int = 3,
+    master_down_formula: str = "freebsd",
+    demote: int = 0,
+    real_mac: bool = False,
+    peer: str | None = None,
+    where: str = "vhid",
+) -> VhidSpec:
+    """Validate one VHID (shared by the TOML loader and the ``carpsim carp`` flags)."""
+    if not interface or len(interface) > MAX_IFNAME or "/" in interface:
+        raise ConfigError(f"{where}.interface", f"not an interface name: {interface!r}")
+    if not vips:
+        raise ConfigError(f"{where}.vips", "at least one virtual IP is required")
+    parsed = tuple(parse_vip(v, f"{where}.vips") for v in vips)
+    for vip in parsed:
+        if not isinstance(vip, IPv4Interface):
+            raise ConfigError(f"{where}.vips", f"only IPv4 VIPs are supported: {vip}")
+    src = _ipv4(srcip, f"{where}.srcip")
+    peer_ip = _ipv4(peer, f"{where}.peer") if peer is not None else None
+    if peer_ip is not None and peer_ip.is_multicast:
+        raise ConfigError(f"{where}.peer", "must be a unicast address")
+    if not password:
+        raise ConfigError(f"{where}.password", "a password is required (ucarp refuses none)")
+    try:
+        carp = CarpConfig(
+            vhid=vhid,
+            vips=parsed,
+            srcip=src,
+            password=password.encode(),
+            advbase=advbase,
+            advskew=advskew,
+            preempt=preempt,
+            deadratio=deadratio,
+            master_down_formula=_formula(master_down_formula, f"{where}.master_down_formula"),
+            demote=demote,
+            dst=peer_ip if peer_ip is not None else CARP_GROUP_V4,
+            extra={"interface": interface},
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"{where}.{exc.field}", exc.message) from exc
+    return VhidSpec(carp=carp, interface=interface, real_mac=real_mac, peer=peer_ip)
+
+
+def check_unique(vhids: tuple[VhidSpec, ...]) -> None:
+    seen: set[int] = set()
+    for spec in vhids:
+        if spec.carp.vhid in seen:
+            raise ConfigError(f"vhid[{spec.carp.vhid}].vhid", "configured twice")
+        seen.add(spec.carp.vhid)
+
+
+def parse(data: Mapping[str, Any]) -> NodeConfig:
+    _unknown(data, {"node", "carp", "vhid", "statesync"}, "config")
+    node = data.get("node")
+    if not isinstance(node, dict):
+        raise ConfigError("node", "a [node] table is required")
+    _unknown(node, _NODE_KEYS, "node")
+    name = _typed(node, "name", str, "node", None)
+    if not name:
+        raise ConfigError("node.name", "required")
+    metrics_port = _typed(node, "metrics_port", int, "node", 0)
+    if not 0 <= metrics_port <= 65535:
+        raise ConfigError("node.metrics_port", f"must be 0..65535, got {metrics_port}")
+
+    carp = data.get("carp", {})
+    if not isinstance(carp, dict):
+        raise ConfigError("carp", "must be a table")
+    _unknown(carp, _CARP_KEYS, "carp")
+    tables = data.get("vhid")
+    if not isinstance(tables, list) or not tables:
+        raise ConfigError("vhid", "at least one [[vhid]] table is required")
+
+    specs = []
+    for i, table in enumerate(tables):
+        if not isinstance(table, dict):
+            raise ConfigError(f"vhid[{i}]", "must be a table")
+        vhid = _typed(table, "vhid", int, f"vhid[{i}]", None)
+        if vhid is None:
+            raise ConfigError(f"vhid[{i}].vhid", "required")
+        where = f"vhid[{vhid}]"
+        _unknown(table, _VHID_KEYS, where)
+
+        def pick(
+            key: str, kind: type, default: Any, table: dict[str, Any] = table, where: str = where
+        ) -> Any:
+            if key in table:
+                return _typed(table, key, kind, where, default)
+            return _typed(carp, key, kind, "carp", default)
+
+        for key in ("interface", "srcip"):
+            if key not in table:
+                raise ConfigError(f"{where}.{key}", "required")
+        vips = table.get("vips")
+        if not isinstance(vips, list) or not all(isinstance(v, str) for v in vips):
+            raise ConfigError(f"{where}.vips", "must be a list of 'address/prefix' strings")
+        specs.append(
+            build_vhid(
+                vhid=vhid,
+                interface=_typed(table, "interface", str, where, ""),
+                srcip=_typed(table, "srcip", str, where, ""),
+                vips=vips,
+                password=pick("password", str, ""),
+                advbase=pick("advbase", int, 1),
+                advskew=pick("advskew", int, 0),
+                preempt=pick("preempt", bool, False),
+                deadratio=pick("deadratio", int, 3),
+                master_down_formula=pick("master_down_formula", str, "freebsd"),
+                demote=pick("demote", int, 0),
+                real_mac=pick("real_mac", bool, False),
+                peer=_typed(table, "peer", str, where, None),
+                where=where,
+            )
+        )
+    vhids = tuple(specs)
+    check_unique(vhids)
+    statesync = data.get("statesync", {})
+    if not isinstance(statesync, dict):
+        raise ConfigError("statesync", "must be a table")
+    return NodeConfig(
+        name=name,
+        vhids=vhids,
+        control=_typed(node, "control", str, "node", DEFAULT_CONTROL),
+        events_json=_typed(node, "events_json", str, "node", None),
+        metrics_port=metrics_port,
+        upscript=_typed(node, "upscript", str, "node", None),
+        downscript=_typed(node, "downscript", str, "node", None),
+        neutral=_typed(node, "neutral", bool, "node", False),
+        shutdown_scripts=_typed(node, "shutdown_scripts", bool, "node", False),
+        statesync=statesync,
+    )
+
+
+def load(path: str | Path) -> NodeConfig:
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError("config", f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(raw.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError("config", f"{path}: not valid TOML: {exc}") from exc
+    return parse(data)
