@@ -1,0 +1,455 @@
+"""Measurement probes for lab scenarios and benchmarks: an ICMP prober and an advert capture.
+
+Both run as background threads of the calling process but open their sockets inside a named
+network namespace (a socket keeps the namespace it was created in), so a harness in the host
+namespace can watch a lab without sending anything from the host namespace itself.
+
+Every timestamp is CLOCK_REALTIME in float seconds, the clock of ``time.time()``: replies and
+captured frames carry the kernel's receive timestamp (SO_TIMESTAMPNS), so the Python scheduler's
+jitter does not enter the measured gaps, and prober and capture results can be compared directly.
+
+API (all names below are public):
+
+- ``in_netns(name)``: context manager switching the *calling thread* into a namespace.
+- ``IcmpProber(netns, target, interval=0.01)``: ``start()``, ``stop() -> list[ProbeRecord]``,
+  ``records()`` (snapshot), usable as a context manager. One echo request every `interval`
+  seconds on an absolute schedule; per probe the send time and the reply time (or None).
+- ``reply_gaps(records, start=None, end=None, min_gap=0.0) -> list[Gap]``: intervals with no reply,
+  between consecutive replies ordered by arrival; ``longest_gap(...) -> Gap | None``.
+- ``AdvertCapture(netns, ifnames, ingress_only=True)``: ``start()``, ``stop()``, ``adverts()``,
+  ``wait_for(predicate, timeout) -> Advert | None``. Captures IP protocol 112 (CARP and VRRP
+  v2/v3) on the given interfaces with AF_PACKET and decodes the header fields that matter for
+  timing (``Advert``).
+- ``cpu_seconds(pid)``: user+system CPU time of a process from /proc/PID/stat.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import itertools
+import os
+import select
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+from carpsim.errors import EnvironmentProblem
+from carpsim.wire.checksum import internet_checksum
+
+_CLONE_NEWNET = 0x40000000
+_SO_TIMESTAMPNS = 35
+_SO_ATTACH_FILTER = 26
+_ETH_P_IP = 0x0800
+_PACKET_OUTGOING = 4
+_IPPROTO_CARP = 112
+_ICMP_ECHO_REPLY = 0
+_ICMP_ECHO_REQUEST = 8
+_ANCILLARY_SPACE = socket.CMSG_SPACE(16)
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, _CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+@contextlib.contextmanager
+def in_netns(name: str | None) -> Iterator[None]:
+    """Run the block with the calling thread in namespace `name` (None: stay where we are).
+
+    Only the calling thread moves, and it always moves back, so sockets opened in the block
+    belong to `name` while the rest of the process is unaffected.
+    """
+    if name is None:
+        yield
+        return
+    try:
+        target = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    except FileNotFoundError as exc:
+        raise EnvironmentProblem(f"network namespace {name!r} does not exist") from exc
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        _setns(target)
+        try:
+            yield
+        finally:
+            _setns(own)
+    finally:
+        os.close(target)
+        os.close(own)
+
+
+def _kernel_stamp(ancdata: list[tuple[int, int, bytes]]) -> float | None:
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(data) >= 16:
+            sec, nsec = struct.unpack("qq", bytes(data[:16]))
+            return float(sec) + float(nsec) / 1e9
+    return None
+
+
+# ------------------------------------------------------------------------------------------------
+# ICMP prober
+
+
+@dataclass(frozen=True)
+class ProbeRecord:
+    """One echo request: when it left, and when its reply arrived (None: lost or still pending)."""
+
+    seq: int
+    sent_at: float
+    replied_at: float | None
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A stretch with no echo reply: from the reply before it to the reply that ended it."""
+
+    start: float
+    end: float
+    lost: int
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+def _echo_request(ident: int, seq: int, payload: bytes) -> bytes:
+    header = struct.pack("!BBHHH", _ICMP_ECHO_REQUEST, 0, 0, ident, seq)
+    checksum = internet_checksum(header + payload)
+    return struct.pack("!BBHHH", _ICMP_ECHO_REQUEST, 0, checksum, ident, seq) + payload
+
+
+class IcmpProber:
+    """Sends an ICMP echo request every `interval` seconds to `target` from namespace `netns`.
+
+    Probes go out on an absolute schedule (start + k * interval); when the sender falls behind it
+    skips the missed slots rather than bursting, so every probe is a fair sample of its instant.
+    The 16-bit sequence number wraps; the prober matches replies by (ident, seq) among the
+    probes of the last 65536 slots, which at 10 ms is more than ten minutes of history.
+    """
+
+    def __init__(
+        self,
+        netns: str | None,
+        target: str,
+        interval: float = 0.01,
+        *,
+        ident: int | None = None,
+        payload_size: int = 16,
+    ) -> None:
+        if interval <= 0:
+            raise ValueError("interval must be positive")
+        self.netns = netns
+        self.target = target
+        self.interval = interval
+        self.ident = ident if ident is not None else (os.getpid() ^ id(self)) & 0xFFFF
+        self._payload = bytes(range(payload_size % 256))
+        self._sent: list[float] = []
+        self._replied: dict[int, float] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._sock: socket.socket | None = None
+
+    def start(self) -> None:
+        with in_netns(self.netns):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        sock.setblocking(False)
+        self._sock = sock
+        self._stop.clear()
+        self._threads = [
+            threading.Thread(target=self._receive, name="icmp-rx", daemon=True),
+            threading.Thread(target=self._send, name="icmp-tx", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> list[ProbeRecord]:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=2.0)
+        self._threads = []
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        return self.records()
+
+    def records(self) -> list[ProbeRecord]:
+        with self._lock:
+            sent = list(self._sent)
+            replied = dict(self._replied)
+        return [ProbeRecord(i, at, replied.get(i)) for i, at in enumerate(sent)]
+
+    def __enter__(self) -> IcmpProber:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _send(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        origin = time.time()
+        slot = 0
+        while not self._stop.is_set():
+            due = origin + slot * self.interval
+            delay = due - time.time()
+            if delay > 0 and self._stop.wait(delay):
+                break
+            with self._lock:
+                index = len(self._sent)
+                self._sent.append(time.time())
+            with contextlib.suppress(OSError):  # unreachable neighbour: it counts as lost
+                sock.sendto(_echo_request(self.ident, index & 0xFFFF, self._payload),
+                            (self.target, 0))
+            # Skip the slots we are already late for instead of sending a burst.
+            slot = max(slot + 1, int((time.time() - origin) / self.interval) + 1)
+
+    def _receive(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        while not self._stop.is_set():
+            ready, _, _ = select.select([sock], [], [], 0.05)
+            if not ready:
+                continue
+            try:
+                data, ancdata, _flags, _addr = sock.recvmsg(2048, _ANCILLARY_SPACE)
+            except (BlockingIOError, InterruptedError):
+                continue
+            at = _kernel_stamp(ancdata) or time.time()
+            self._match(data, at)
+
+    def _match(self, data: bytes, at: float) -> None:
+        if len(data) < 20:
+            return
+        ihl = (data[0] & 0x0F) * 4
+        if len(data) < ihl + 8:
+            return
+        kind, _code, _sum, ident, seq = struct.unpack_from("!BBHHH", data, ihl)
+        if kind != _ICMP_ECHO_REPLY or ident != self.ident:
+            return
+        with self._lock:
+            newest = len(self._sent) - 1
+            if newest < 0:
+                return
+            # The most recent probe carrying this 16-bit sequence number.
+            index = newest - ((newest - seq) & 0xFFFF)
+            if index >= 0 and index not in self._replied:
+                self._replied[index] = at
+
+
+def reply_gaps(
+    records: Sequence[ProbeRecord],
+    start: float | None = None,
+    end: float | None = None,
+    min_gap: float = 0.0,
+) -> list[Gap]:
+    """Stretches without replies, measured between consecutive reply arrivals.
+
+    Only replies to probes sent within [start, end] count. `lost` is the number of probes sent
+    inside the stretch that never got a reply. Gaps shorter than `min_gap` are left out.
+    """
+    window = [
+        r for r in records
+        if (start is None or r.sent_at >= start) and (end is None or r.sent_at <= end)
+    ]
+    answered = sorted(r.replied_at for r in window if r.replied_at is not None)
+    gaps: list[Gap] = []
+    for before, after in itertools.pairwise(answered):
+        if after - before < min_gap:
+            continue
+        lost = sum(1 for r in window if r.replied_at is None and before <= r.sent_at < after)
+        gaps.append(Gap(before, after, lost))
+    return gaps
+
+
+def longest_gap(
+    records: Sequence[ProbeRecord], start: float | None = None, end: float | None = None
+) -> Gap | None:
+    """The longest stretch without a reply within the window, or None with fewer than 2 replies."""
+    gaps = reply_gaps(records, start, end)
+    return max(gaps, key=lambda g: g.duration) if gaps else None
+
+
+# ------------------------------------------------------------------------------------------------
+# Advert capture
+
+
+@dataclass(frozen=True)
+class Advert:
+    """One CARP or VRRP advertisement seen on the wire.
+
+    `kind` is ``carp``, ``vrrp2`` or ``vrrp3`` (CARP and VRRPv2 share version 2 and type 1; a
+    CARP header is 36 bytes with authlen 7). `interval` is the advertised interval in seconds:
+    advbase + advskew/256 for CARP (1/256 when both are 0), adver_int for VRRP.
+    """
+
+    at: float
+    ifname: str
+    src_mac: str
+    src_ip: str
+    dst_ip: str
+    kind: str
+    vhid: int
+    advbase: int | None = None
+    advskew: int | None = None
+    priority: int | None = None
+    interval: float = 0.0
+
+
+def decode_advert(frame: bytes, at: float, ifname: str) -> Advert | None:
+    """Decode an Ethernet frame carrying IPv4 protocol 112; None for anything else."""
+    if len(frame) < 14 + 20 + 8 or frame[12:14] != b"\x08\x00":
+        return None
+    ip = frame[14:]
+    ihl = (ip[0] & 0x0F) * 4
+    if ip[0] >> 4 != 4 or ip[9] != _IPPROTO_CARP or len(ip) < ihl + 8:
+        return None
+    body = ip[ihl:]
+    src_mac = frame[6:12].hex(":")
+    src_ip = socket.inet_ntoa(ip[12:16])
+    dst_ip = socket.inet_ntoa(ip[16:20])
+    version = body[0] >> 4
+    if version == 2 and len(body) >= 36 and body[3] == 7:
+        advskew, advbase = body[2], body[5]
+        interval = advbase + advskew / 256 if (advbase or advskew) else 1 / 256
+        return Advert(at, ifname, src_mac, src_ip, dst_ip, "carp", body[1],
+                      advbase=advbase, advskew=advskew, interval=interval)
+    if version == 2:
+        return Advert(at, ifname, src_mac, src_ip, dst_ip, "vrrp2", body[1],
+                      priority=body[2], interval=float(body[5]))
+    if version == 3:
+        centis = int.from_bytes(body[4:6], "big") & 0x0FFF
+        return Advert(at, ifname, src_mac, src_ip, dst_ip, "vrrp3", body[1],
+                      priority=body[2], interval=centis / 100)
+    return None
+
+
+def _proto_filter() -> tuple[bytes, ctypes.Array[ctypes.c_char]]:
+    """A classic BPF program keeping only IPv4 protocol 112 (offset 23 of an Ethernet frame)."""
+    program = [
+        (0x30, 0, 0, 23),        # ldb [23]
+        (0x15, 0, 1, _IPPROTO_CARP),  # jeq #112, accept, drop
+        (0x06, 0, 0, 0xFFFF),    # ret #65535
+        (0x06, 0, 0, 0),         # ret #0
+    ]
+    code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *ins) for ins in program))
+    fprog = struct.pack("HL", len(program), ctypes.addressof(code))
+    return fprog, code  # the buffer must outlive the setsockopt call
+
+
+class AdvertCapture:
+    """Captures CARP/VRRP adverts on interfaces of one namespace, with kernel timestamps.
+
+    With `ingress_only` (the default), frames the interface transmits are ignored, so binding to
+    a bridge port shows exactly what the node behind that port sent.
+    """
+
+    def __init__(
+        self, netns: str | None, ifnames: Sequence[str], *, ingress_only: bool = True
+    ) -> None:
+        self.netns = netns
+        self.ifnames = list(ifnames)
+        self.ingress_only = ingress_only
+        self._adverts: list[Advert] = []
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._socks: dict[int, tuple[socket.socket, str]] = {}
+
+    def start(self) -> None:
+        fprog, _keep = _proto_filter()
+        with in_netns(self.netns):
+            for name in self.ifnames:
+                sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(_ETH_P_IP))
+                sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
+                sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+                sock.bind((name, _ETH_P_IP))
+                sock.setblocking(False)
+                self._socks[sock.fileno()] = (sock, name)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="advert-capture", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> list[Advert]:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+            self._thread = None
+        for sock, _name in self._socks.values():
+            sock.close()
+        self._socks = {}
+        return self.adverts()
+
+    def adverts(self) -> list[Advert]:
+        with self._cond:
+            return list(self._adverts)
+
+    def wait_for(self, predicate: Callable[[Advert], bool], timeout: float) -> Advert | None:
+        """The first advert (already captured or arriving within `timeout`) matching `predicate`."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        with self._cond:
+            while True:
+                for adv in self._adverts[seen:]:
+                    if predicate(adv):
+                        return adv
+                seen = len(self._adverts)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+
+    def __enter__(self) -> AdvertCapture:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        socks = [s for s, _ in self._socks.values()]
+        while not self._stop.is_set():
+            ready, _, _ = select.select(socks, [], [], 0.05)
+            for sock in ready:
+                try:
+                    frame, ancdata, _flags, addr = sock.recvmsg(2048, _ANCILLARY_SPACE)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                if self.ingress_only and addr[2] == _PACKET_OUTGOING:
+                    continue
+                at = _kernel_stamp(ancdata) or time.time()
+                adv = decode_advert(frame, at, self._socks[sock.fileno()][1])
+                if adv is not None:
+                    with self._cond:
+                        self._adverts.append(adv)
+                        self._cond.notify_all()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time consumed so far by process `pid` (its threads included)."""
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    # The command name may contain spaces and parentheses: split after its closing parenthesis.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return ticks / os.sysconf("SC_CLK_TCK")

@@ -1,0 +1,116 @@
+"""The lab probes against a real veth pair in two namespaces: the ICMP prober must see a link cut
+as a reply gap of the right size, and the advert capture must decode real frames, with kernel
+timestamps, and ignore what its own interface transmits."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from carpsim.lab.probes import (
+    AdvertCapture,
+    IcmpProber,
+    cpu_seconds,
+    in_netns,
+    longest_gap,
+    reply_gaps,
+)
+from carpsim.net import netns
+
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
+]
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[str, str]]:
+    """Namespaces `left` (10.99.0.1) and `right` (10.99.0.2) joined by a veth pair, both `v0`."""
+    prefix = netns.unique_prefix("tp")
+    left, right = f"{prefix}l", f"{prefix}r"
+    with netns.temporary([left, right]):
+        netns.run(left, ["ip", "link", "add", "v0", "type", "veth", "peer", "name", "v0",
+                         "netns", right])
+        for ns, addr in ((left, "10.99.0.1/24"), (right, "10.99.0.2/24")):
+            netns.run(ns, ["ip", "addr", "add", addr, "dev", "v0"])
+            netns.run(ns, ["ip", "link", "set", "v0", "up"])
+        yield left, right
+    assert not netns.list_namespaces(prefix)
+
+
+def test_prober_sees_a_300ms_link_cut_as_one_gap(pair: tuple[str, str]) -> None:
+    left, right = pair
+    with IcmpProber(left, "10.99.0.2", interval=0.01) as prober:
+        time.sleep(0.5)
+        cut = time.time()
+        netns.run(right, ["ip", "link", "set", "v0", "down"])
+        time.sleep(0.3)
+        netns.run(right, ["ip", "link", "set", "v0", "up"])
+        restored = time.time()
+        time.sleep(0.5)
+    records = prober.records()
+
+    assert len(records) > 100
+    gap = longest_gap(records)
+    assert gap is not None
+    # The gap contains the cut and lasts at least as long as the link was down.
+    assert gap.start <= cut + 0.02
+    assert gap.end >= restored
+    assert 0.28 <= gap.duration < 1.0
+    assert gap.lost >= 20
+    # Outside the cut the 10 ms cadence holds: only one gap is longer than 150 ms.
+    assert len(reply_gaps(records, min_gap=0.15)) == 1
+    replied = [r for r in records if r.replied_at is not None]
+    assert all(0 <= r.replied_at - r.sent_at < 0.2 for r in replied)  # type: ignore[operator]
+
+
+def _carp_body(vhid: int, advskew: int, advbase: int) -> bytes:
+    return struct.pack("!BBBBBBH", 0x21, vhid, advskew, 7, 0, advbase, 0) + bytes(28)
+
+
+def _vrrp3_body(vrid: int, priority: int, centis: int) -> bytes:
+    header = struct.pack("!BBBBHH", 0x31, vrid, priority, 1, centis, 0)
+    return header + socket.inet_aton("10.99.0.9")
+
+
+def test_capture_decodes_carp_and_vrrp3_with_kernel_timestamps(pair: tuple[str, str]) -> None:
+    left, right = pair
+    with in_netns(right):
+        right_sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)
+    with in_netns(left):
+        left_sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)
+    try:
+        with AdvertCapture(left, ["v0"]) as capture:
+            before = time.time()
+            right_sock.sendto(_carp_body(3, 100, 1), ("10.99.0.1", 0))
+            right_sock.sendto(_vrrp3_body(7, 150, 1), ("10.99.0.1", 0))
+            # Sent by `left` itself: transmitted on v0, so the ingress-only capture skips it.
+            left_sock.sendto(_carp_body(9, 0, 1), ("10.99.0.2", 0))
+            last = capture.wait_for(lambda a: a.kind == "vrrp3", timeout=2.0)
+            time.sleep(0.1)
+        adverts = capture.adverts()
+    finally:
+        right_sock.close()
+        left_sock.close()
+
+    assert last is not None
+    assert [a.kind for a in adverts] == ["carp", "vrrp3"]
+    carp, vrrp = adverts
+    assert (carp.vhid, carp.advbase, carp.advskew) == (3, 1, 100)
+    assert carp.interval == pytest.approx(1 + 100 / 256)
+    assert (carp.src_ip, carp.dst_ip, carp.ifname) == ("10.99.0.2", "10.99.0.1", "v0")
+    assert (vrrp.vhid, vrrp.priority, vrrp.interval) == (7, 150, 0.01)
+    assert before <= carp.at <= vrrp.at <= time.time()
+
+
+def test_cpu_seconds_grows_with_work() -> None:
+    start = cpu_seconds(os.getpid())
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:
+        pass
+    assert cpu_seconds(os.getpid()) - start >= 0.03
