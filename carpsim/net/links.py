@@ -16,6 +16,7 @@ import re
 import socket
 import struct
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from ipaddress import IPv4Interface, IPv6Interface
 from typing import Any
@@ -67,14 +68,39 @@ def _link_info(msg: Any) -> LinkInfo:
     )
 
 
-class Links:
-    """Synchronous netlink calls; each takes a few hundred microseconds, fine on the loop."""
+class _Proxy:
+    """Runs every pyroute2 call on one private thread.
+
+    pyroute2's synchronous IPRoute drives its own asyncio loop, which cannot run inside the
+    daemon's (running, possibly uvloop) loop thread. The calls stay blocking for the caller:
+    each is a netlink round trip of well under a millisecond.
+    """
 
     def __init__(self) -> None:
-        self._ipr = IPRoute()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlink")
+        self._ipr: Any = self._pool.submit(IPRoute).result()
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self._ipr, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._pool.submit(method, *args, **kwargs).result()
+
+        return call
+
+    def shutdown(self) -> None:
+        self._pool.submit(self._ipr.close).result()
+        self._pool.shutdown()
+
+
+class Links:
+    """Synchronous netlink calls (links, macvlans, addresses) for the current namespace."""
+
+    def __init__(self) -> None:
+        self._ipr = _Proxy()
 
     def close(self) -> None:
-        self._ipr.close()
+        self._ipr.shutdown()
 
     def lookup(self, name: str) -> LinkInfo | None:
         found = self._ipr.link_lookup(ifname=name)

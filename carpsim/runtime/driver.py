@@ -89,11 +89,15 @@ class Driver(Generic[A]):
         self._timer_at = None
 
 
-def install_uvloop() -> bool:
-    """Use uvloop's event loop policy when it is installed (it is a declared dependency)."""
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop's loop when installed (a declared dependency), else asyncio's.
+
+    Used as ``asyncio.Runner(loop_factory=...)`` rather than a global policy: helper threads
+    (pyroute2's private loop) must keep getting standard asyncio loops.
+    """
     try:
         import uvloop  # noqa: PLC0415
     except ImportError:  # pragma: no cover - uvloop is a dependency
-        return False
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return True
+        return asyncio.new_event_loop
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory

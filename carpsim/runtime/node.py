@@ -1,0 +1,405 @@
+"""A CARP node on real interfaces: the pure `CarpGroup` plus the kernel edge that obeys it.
+
+`CarpNode.prepare()` validates everything against the host *without changing it* (interfaces
+exist, scripts are executable). `start()` then sets sysctls, reclaims what a SIGKILLed
+predecessor left behind (macvlans by name/MAC, VIPs on the parent), creates one DOWN macvlan
+per VHID, opens one raw socket pair per parent interface and starts the driver. `stop()` sends
+the bow-out advert, removes VIPs and macvlans and closes everything.
+
+Action execution (the only place protocol decisions turn into kernel calls):
+
+- Transmit   -> Ethernet frame from the virtual MAC (real MAC with real_mac) to 01:00:5e:00:00:12,
+                or an IP_HDRINCL send for a unicast peer
+- AddVip     -> VIPs onto the macvlan, macvlan UP (or VIPs onto the parent with real_mac)
+- DelVip     -> VIPs removed, macvlan DOWN: a BACKUP never emits the virtual MAC
+- SendGarp   -> one broadcast ARP request per IPv4 VIP from the same MAC as the adverts
+- StateChanged / CountDrop -> metrics, JSON event log, hooks, logs (drops once per reason)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import functools
+import logging
+import os
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from ipaddress import IPv4Interface
+from typing import Any
+
+from carpsim.errors import ConfigError
+from carpsim.net import sysctl
+from carpsim.net.carp_io import CarpSocket
+from carpsim.net.garp import garp_frame, mac_bytes
+from carpsim.net.links import LinkInfo, Links, LinkWatcher
+from carpsim.protocol.constants import CarpState, DropReason, virtual_mac
+from carpsim.protocol.events import (
+    Action,
+    AddVip,
+    AdvertAccepted,
+    CountDrop,
+    DelVip,
+    SendGarp,
+    StateChanged,
+    Transmit,
+)
+from carpsim.protocol.group import CarpGroup
+from carpsim.protocol.machine import CarpMachine
+from carpsim.runtime.control import ControlServer, JsonDict
+from carpsim.runtime.driver import Driver
+from carpsim.runtime.events_log import EventsLog
+from carpsim.runtime.hooks import HookRunner
+from carpsim.runtime.metrics import STATE_VALUE, CarpMetrics
+from carpsim.runtime.nodeconfig import NodeConfig, VhidSpec
+
+log = logging.getLogger("carpsim.node")
+
+
+@dataclass
+class VhidRuntime:
+    spec: VhidSpec
+    parent: LinkInfo
+    macvlan: LinkInfo | None = None
+    src_mac: bytes = b""
+    drops: Counter[str] = field(default_factory=Counter)
+    started: bool = False
+
+    @property
+    def vhid(self) -> int:
+        return self.spec.carp.vhid
+
+    @property
+    def vip_index(self) -> int:
+        """Where the VIPs live: the macvlan, or the parent itself with real_mac."""
+        return self.macvlan.index if self.macvlan is not None else self.parent.index
+
+
+class CarpNode:
+    def __init__(self, config: NodeConfig, *, rng: random.Random | None = None) -> None:
+        self.config = config
+        self._rng = rng if rng is not None else random.Random()  # noqa: S311 - not crypto
+        self.links = Links()
+        self.metrics = CarpMetrics()
+        self.hooks = HookRunner()
+        self.vhids: dict[int, VhidRuntime] = {}
+        self.parents: dict[int, LinkInfo] = {}
+        self._parent_up: dict[int, bool] = {}
+        self._sockets: dict[int, CarpSocket] = {}
+        self._watcher: LinkWatcher | None = None
+        self._events: EventsLog | None = None
+        self._driver: Driver[Action] | None = None
+        self.control: ControlServer | None = None
+        self.group = CarpGroup(
+            CarpMachine(spec.carp, self._rng) for spec in config.vhids
+        )
+        self.drops: Counter[str] = Counter()
+        self.rx_packets = 0
+        self.tx_packets = 0
+        self.tx_errors: Counter[str] = Counter()
+        self._logged_drops: set[str] = set()
+        self._logged_tx: set[str] = set()
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.stop_requested = asyncio.Event()
+
+    # ------------------------------------------------------------------ setup
+
+    def prepare(self) -> None:
+        """Check the host can run this config; raises ConfigError and changes nothing."""
+        for spec in self.config.vhids:
+            where = f"vhid[{spec.carp.vhid}].interface"
+            parent = self.links.lookup(spec.interface)
+            if parent is None:
+                raise ConfigError(where, f"no such interface: {spec.interface}")
+            if parent.kind == "macvlan" and parent.name.startswith("carp"):
+                raise ConfigError(where, f"{spec.interface} is a carpsim macvlan, not a parent")
+            self.parents[parent.index] = parent
+            self.vhids[spec.carp.vhid] = VhidRuntime(spec=spec, parent=parent)
+            if spec.carp.srcip not in {a.ip for a in self.links.ipv4_addresses(parent.index)}:
+                log.warning(
+                    "vhid %d: srcip %s is not configured on %s; adverts still use it",
+                    spec.carp.vhid,
+                    spec.carp.srcip,
+                    spec.interface,
+                )
+        for name, script in (("upscript", self.config.upscript),
+                             ("downscript", self.config.downscript)):
+            if script is not None and not (os.path.isfile(script) and os.access(script, os.X_OK)):
+                raise ConfigError(name, f"not an executable file: {script}")
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        cfg = self.config
+        if cfg.events_json:
+            self._events = EventsLog(cfg.events_json, cfg.name)
+        for parent in self.parents.values():
+            sysctl.prepare_parent(parent.name)
+        for rt in self.vhids.values():
+            self._reclaim(rt)
+            if rt.spec.real_mac:
+                rt.src_mac = mac_bytes(rt.parent.mac)
+            else:
+                rt.macvlan = self.links.create_macvlan(rt.parent, rt.vhid)
+                sysctl.prepare_macvlan(rt.macvlan.name)
+                rt.src_mac = mac_bytes(virtual_mac(rt.vhid))
+            m = self.group.machine(rt.vhid)
+            vhid = str(rt.vhid)
+            self.metrics.state.labels(vhid=vhid).set(0)
+            self.metrics.advert_interval.labels(vhid=vhid).set(m.advert_interval)
+            self.metrics.master_down.labels(vhid=vhid).set(m.master_down_interval)
+            self.metrics.track_age(rt.vhid, functools.partial(self._age, m))
+        for index, parent in self.parents.items():
+            srcips = {rt.spec.carp.srcip for rt in self.vhids.values() if rt.parent.index == index}
+            sock = CarpSocket(
+                parent.name, index, srcips, functools.partial(self._packet, index)
+            )
+            self._sockets[index] = sock
+            self._parent_up[index] = parent.usable
+        self._driver = Driver(self.group, self.execute, loop)
+        for sock in self._sockets.values():
+            sock.start(loop)
+        self._watcher = LinkWatcher(self._link_event)
+        self._watcher.start(loop)
+        self.control = ControlServer(cfg.control, self.status)
+        self.control.add_command("demote", self._cmd_demote)
+        self.control.add_command("shutdown", self._cmd_shutdown)
+        await self.control.start()
+        if cfg.metrics_port:
+            self.metrics.serve(cfg.metrics_port)
+        up = [v for v, rt in self.vhids.items() if self._parent_up[rt.parent.index]]
+        down = [v for v in self.vhids if v not in up]
+        if down:
+            self._driver.feed(self.group.link_down, down)
+        if up:
+            self._driver.feed(self.group.link_up, up)
+        if self.config.vhids and self.config.vhids[0].carp.demote:
+            self._driver.feed(self.group.set_demote, self.config.vhids[0].carp.demote)
+        log.info("node %s: %d vhid(s) started", cfg.name, len(self.vhids))
+
+    def _reclaim(self, rt: VhidRuntime) -> None:
+        """Remove what a SIGKILLed run left: its macvlan and any VIP still on the parent."""
+        for stale in self.links.stale_macvlans(rt.parent, {rt.vhid}):
+            log.warning("vhid %d: removing stale macvlan %s", rt.vhid, stale.name)
+            self.links.delete(stale.index)
+        for vip in rt.spec.carp.vips:
+            if self.links.del_address(rt.parent.index, vip):
+                log.warning("vhid %d: removed stale VIP %s from %s", rt.vhid, vip, rt.parent.name)
+
+    async def stop(self) -> None:
+        """Bow out, remove VIPs and macvlans, close sockets (idempotent)."""
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._driver is not None:
+            self._driver.feed(self.group.shutdown)
+            self._driver.stop()
+        for rt in self.vhids.values():
+            for vip in rt.spec.carp.vips:
+                self.links.del_address(rt.vip_index, vip)
+            if rt.macvlan is not None:
+                self.links.delete(rt.macvlan.index)
+                rt.macvlan = None
+        if self._watcher is not None:
+            self._watcher.close()
+        for sock in self._sockets.values():
+            sock.close()
+        if self.control is not None:
+            await self.control.close()
+        await self.hooks.drain()
+        if self._events is not None:
+            self._events.close()
+        self.links.close()
+
+    # ------------------------------------------------------------------ inputs
+
+    def _packet(self, parent_index: int, data: bytes) -> None:
+        self.rx_packets += 1
+        self.metrics.rx_packets.labels(af="inet").inc()
+        assert self._driver is not None
+        # A vhid served on another parent but not this one would be demuxed to the wrong
+        # machine by the group: count it as arriving on the wrong interface (OpenBSD badif).
+        ihl = (data[0] & 0x0F) * 4 if data else 0
+        if len(data) > ihl + 1:
+            rt = self.vhids.get(data[ihl + 1])
+            if rt is not None and rt.parent.index != parent_index:
+                self._count_drop(CountDrop(rt.vhid, DropReason.BADIF, f"on ifindex {parent_index}"))
+                return
+        self._driver.feed(self.group.packet_received, data)
+
+    def _link_event(self, index: int, flags: int, deleted: bool) -> None:
+        if index not in self._parent_up or self._driver is None or self._stopping:
+            return
+        usable = not deleted and bool(flags & 0x1) and bool(flags & 0x40)
+        if usable == self._parent_up[index]:
+            return
+        self._parent_up[index] = usable
+        vhids = [v for v, rt in self.vhids.items() if rt.parent.index == index]
+        name = self.parents[index].name
+        log.warning("parent %s is %s: vhids %s", name, "up" if usable else "down", vhids)
+        self._driver.feed(self.group.link_up if usable else self.group.link_down, vhids)
+
+    def _cmd_demote(self, req: JsonDict) -> JsonDict:
+        value = req.get("value")
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 255:
+            raise ValueError("demote: value must be an integer 0..255")
+        assert self._driver is not None
+        self._driver.feed(self.group.set_demote, value)
+        return {"demote": self.group.group_demote}
+
+    def _cmd_shutdown(self, _req: JsonDict) -> JsonDict:
+        self.stop_requested.set()
+        return {"stopping": True}
+
+    # ------------------------------------------------------------------ actions
+
+    def execute(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Transmit):
+                self._transmit(action)
+            elif isinstance(action, AddVip):
+                self._add_vip(action)
+            elif isinstance(action, DelVip):
+                self._del_vip(action)
+            elif isinstance(action, SendGarp):
+                self._garp(action)
+            elif isinstance(action, StateChanged):
+                self._state_changed(action)
+            elif isinstance(action, CountDrop):
+                self._count_drop(action)
+            elif isinstance(action, AdvertAccepted):
+                pass  # the machine keeps last_advert_at/src for status and metrics
+
+    def _tx_error(self, what: str, exc: OSError) -> None:
+        reason = errno.errorcode.get(exc.errno or 0, "oserror").lower()
+        self.tx_errors[reason] += 1
+        self.metrics.tx_errors.labels(reason=reason).inc()
+        if reason not in self._logged_tx:
+            self._logged_tx.add(reason)
+            log.warning("send %s failed (%s): %s; further %s errors are only counted",
+                        what, reason, exc, reason)
+
+    def _transmit(self, action: Transmit) -> None:
+        rt = self.vhids[action.vhid]
+        sock = self._sockets[rt.parent.index]
+        try:
+            sock.send_advert(action.packet, rt.src_mac)
+        except OSError as exc:
+            self._tx_error("advert", exc)
+            return
+        self.tx_packets += 1
+        self.metrics.tx_packets.labels(af="inet").inc()
+
+    def _garp(self, action: SendGarp) -> None:
+        rt = self.vhids[action.vhid]
+        sock = self._sockets[rt.parent.index]
+        for vip in action.vips:
+            if isinstance(vip, IPv4Interface):
+                try:
+                    sock.send_frame(garp_frame(rt.src_mac, vip.ip))
+                except OSError as exc:
+                    self._tx_error("garp", exc)
+
+    def _add_vip(self, action: AddVip) -> None:
+        rt = self.vhids[action.vhid]
+        try:
+            for vip in action.vips:
+                self.links.add_address(rt.vip_index, vip)
+            if rt.macvlan is not None:
+                self.links.set_up(rt.macvlan.index, True)
+        except OSError as exc:
+            log.error("vhid %d: adding VIPs failed: %s", action.vhid, exc)
+
+    def _del_vip(self, action: DelVip) -> None:
+        rt = self.vhids[action.vhid]
+        try:
+            if rt.macvlan is not None:
+                self.links.set_up(rt.macvlan.index, False)
+            for vip in action.vips:
+                self.links.del_address(rt.vip_index, vip)
+        except OSError as exc:
+            log.error("vhid %d: removing VIPs failed: %s", action.vhid, exc)
+
+    def _state_changed(self, action: StateChanged) -> None:
+        rt = self.vhids[action.vhid]
+        old, new = action.old.name, action.new.name
+        vhid = str(action.vhid)
+        self.metrics.transitions.labels(vhid=vhid, **{"from": old, "to": new}).inc()
+        self.metrics.state.labels(vhid=vhid).set(STATE_VALUE[new])
+        self.metrics.demote.set(self.group.group_demote)
+        log.info("vhid %d on %s: %s -> %s (%s)", action.vhid, rt.spec.interface, old, new,
+                 action.reason)
+        if self._events is not None:
+            self._events.transition(action.vhid, old, new, action.reason)
+        self._run_hooks(rt, action)
+        rt.started = True
+
+    def _run_hooks(self, rt: VhidRuntime, action: StateChanged) -> None:
+        cfg = self.config
+        if self._stopping and not cfg.shutdown_scripts:
+            return
+        script = None
+        if action.new is CarpState.MASTER:
+            script = cfg.upscript
+        elif action.old is CarpState.MASTER:
+            script = cfg.downscript
+        elif action.new is CarpState.BACKUP and not rt.started and not cfg.neutral:
+            script = cfg.downscript  # ucarp runs the downscript at startup unless --neutral
+        if script is None:
+            return
+        for vip in rt.spec.carp.vips:
+            self.hooks.run(rt.vhid, script, [rt.spec.interface, str(vip.ip)])
+
+    def _count_drop(self, action: CountDrop) -> None:
+        reason = str(action.reason)
+        self.drops[reason] += 1
+        self.metrics.rx_dropped.labels(reason=reason).inc()
+        if action.vhid is not None and action.vhid in self.vhids:
+            self.vhids[action.vhid].drops[reason] += 1
+        if reason not in self._logged_drops:
+            self._logged_drops.add(reason)
+            log.warning("dropped a packet: %s (%s); further %s drops are only counted",
+                        reason, action.detail, reason)
+
+    # ------------------------------------------------------------------ status
+
+    def _age(self, m: CarpMachine) -> float | None:
+        at = m.last_advert_at
+        if at is None or self._loop is None:
+            return None
+        # loop.time() is also read from the metrics thread: a clock read, no loop state.
+        return max(0.0, self._loop.time() - at)
+
+    def status(self) -> dict[str, Any]:
+        vhids = []
+        for vhid, rt in sorted(self.vhids.items()):
+            m = self.group.machine(vhid)
+            age = self._age(m)
+            vhids.append({
+                "vhid": vhid,
+                "interface": rt.spec.interface,
+                "vips": [str(v) for v in rt.spec.carp.vips],
+                "state": m.state.name,
+                "advbase": rt.spec.carp.advbase,
+                "advskew": m.effective_advskew,
+                "demote": m.demote,
+                "master_down_s": round(m.master_down_interval, 6),
+                "advert_interval_s": round(m.advert_interval, 6),
+                "last_advert_age_s": None if age is None else round(age, 3),
+                "last_advert_src": m.last_advert_src,
+                "drops": dict(rt.drops),
+                "real_mac": rt.spec.real_mac,
+                "peer": None if rt.spec.peer is None else str(rt.spec.peer),
+            })
+        return {
+            "node": self.config.name,
+            "pid": os.getpid(),
+            "vhids": vhids,
+            "drops": dict(self.drops),
+            "rx_packets": self.rx_packets,
+            "tx_packets": self.tx_packets,
+            "tx_errors": dict(self.tx_errors),
+            "demote": self.group.group_demote,
+        }
