@@ -73,14 +73,18 @@ def test_link_down_fails_over_the_whole_group(lan: Lan) -> None:
     wait_for(lambda: states(c2) == {1: "BACKUP", 2: "BACKUP"}, 3, what="n2 backup on both")
 
     st = status(c1)
-    assert st["node"] == "n1" and isinstance(st["pid"], int)
+    assert st["node"] == "n1"
+    assert isinstance(st["pid"], int)
     v1 = st["vhids"][0]
-    assert v1["interface"] == "lan" and v1["vips"] == ["10.51.0.254/24"]
-    assert v1["master_down_s"] == 3.0 and v1["advert_interval_s"] == 1.0
+    assert v1["interface"] == "lan"
+    assert v1["vips"] == ["10.51.0.254/24"]
+    assert v1["master_down_s"] == 3.0
+    assert v1["advert_interval_s"] == 1.0
     assert st["tx_packets"] > 0
     backup = status(c2)["vhids"][1]
     assert backup["last_advert_src"] == "10.52.0.1"
-    assert backup["last_advert_age_s"] is not None and backup["last_advert_age_s"] < 1.5
+    assert backup["last_advert_age_s"] is not None
+    assert backup["last_advert_age_s"] < 1.5
 
     metrics = subprocess.run(
         ["ip", "netns", "exec", lan.host("n1"), sys.executable, "-c",
@@ -90,7 +94,8 @@ def test_link_down_fails_over_the_whole_group(lan: Lan) -> None:
     ).stdout
     assert 'carp_state{vhid="1"} 2.0' in metrics
     assert 'carp_transitions_total{from="BACKUP",to="MASTER",vhid="2"} 1.0' in metrics
-    assert "carp_tx_packets_total" in metrics and "carp_master_down_seconds" in metrics
+    assert "carp_tx_packets_total" in metrics
+    assert "carp_master_down_seconds" in metrics
 
     # Cut node1's LAN cable only: vhid 1 times out on node2 (3.39 s); vhid 2 follows at once
     # because node1 now advertises demote 1 on the DMZ.
@@ -121,7 +126,8 @@ def test_link_down_fails_over_the_whole_group(lan: Lan) -> None:
 
     out = subprocess.run([sys.executable, "-m", "carpsim", "status", "--control", c2],
                          capture_output=True, text=True, check=True).stdout
-    assert "MASTER" in out and "10.51.0.254/24" in out
+    assert "MASTER" in out
+    assert "10.51.0.254/24" in out
 
 
 def test_bad_config_exits_2_naming_the_field(lan: Lan, tmp_path: Path) -> None:
@@ -152,7 +158,8 @@ password = "pw"
             ["ip", "netns", "exec", host, sys.executable, "-m", "carpsim", "node", "--config",
              str(path)], capture_output=True, text=True, check=False, timeout=20)
         assert run.returncode == 2, run.stderr
-        assert field in run.stderr and len(run.stderr.strip().splitlines()) == 1, run.stderr
+        assert field in run.stderr, run.stderr
+        assert len(run.stderr.strip().splitlines()) == 1, run.stderr
         # Nothing changed on the host: no macvlan, no control socket.
         assert lan.sh(host, "ip", "-o", "link", "show", "type", "macvlan") == ""
         assert not (tmp_path / "x.sock").exists()
@@ -170,10 +177,13 @@ def test_nodeconfig_parse_defaults_and_overrides() -> None:
         ],
         "statesync": {"anything": True},
     })
-    assert cfg.control == nodeconfig.DEFAULT_CONTROL and cfg.metrics_port == 0
+    assert cfg.control == nodeconfig.DEFAULT_CONTROL
+    assert cfg.metrics_port == 0
     assert [v.carp.advskew for v in cfg.vhids] == [7, 100]
-    assert cfg.vhids[0].peer is not None and str(cfg.vhids[0].carp.dst) == "192.168.100.248"
-    assert cfg.vhids[1].carp.preempt and cfg.statesync == {"anything": True}
+    assert cfg.vhids[0].peer is not None
+    assert str(cfg.vhids[0].carp.dst) == "192.168.100.248"
+    assert cfg.vhids[1].carp.preempt
+    assert cfg.statesync == {"anything": True}
     with pytest.raises(ConfigError) as err:
         nodeconfig.parse({"node": {"name": "n"}, "vhid": [
             {"vhid": 1, "interface": "lan", "srcip": "x", "vips": ["1.2.3.4/24"],
