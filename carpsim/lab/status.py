@@ -1,0 +1,72 @@
+"""`carpsim lab status`: pfSense's Status > CARP for every node side by side, plus health.
+
+    VHID  segment  VIP                  node1    node2
+       3  wan      192.168.100.254/24   MASTER   BACKUP
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from carpsim.lab import builder, nodes
+from carpsim.lab.session import Lab
+
+
+def collect(lab: Lab) -> dict[str, Any]:
+    topo = lab.topology
+    data = lab.state_data()
+    out: dict[str, Any] = {
+        "lab": topo.name,
+        "prefix": lab.paths.prefix,
+        "run_dir": str(lab.paths.run_dir),
+        "uptime_s": round(time.time() - float(data.get("created", time.time())), 1),
+        "vhids": [],
+        "nodes": {},
+    }
+    for node in topo.nodes:
+        status = nodes.query_status(lab.paths, node.name)
+        pid = nodes.daemon_pid(lab.paths, node.name)
+        out["nodes"][node.name] = {
+            "namespace": lab.paths.namespace(node.name),
+            "advskew": node.advskew,
+            "pid": pid,
+            "process": "running" if pid else "off",
+            "control": "answering" if status else "silent",
+            "links": builder.link_states(lab.paths, node),
+            "vhids": (status or {}).get("vhids", []),
+        }
+    for vip in topo.vips:
+        row: dict[str, Any] = {
+            "vhid": vip.vhid,
+            "segment": vip.segment,
+            "vip": str(topo.vip_interface(vip)),
+            "state": {},
+        }
+        for node in topo.nodes:
+            states = nodes.vhid_states({"vhids": out["nodes"][node.name]["vhids"]})
+            fallback = "?" if out["nodes"][node.name]["pid"] else "off"
+            row["state"][node.name] = states.get((node.interface(vip.segment), vip.vhid), fallback)
+        out["vhids"].append(row)
+    return out
+
+
+def render(data: dict[str, Any]) -> str:
+    names = list(data["nodes"])
+    width = max([8, *(len(n) + 2 for n in names)])
+    lines = [
+        f"lab {data['lab']} (prefix {data['prefix']}, up {data['uptime_s']:.0f}s)",
+        "",
+        f"{'VHID':>4}  {'segment':<9}{'VIP':<21}" + "".join(f"{n:<{width}}" for n in names),
+    ]
+    for row in data["vhids"]:
+        lines.append(
+            f"{row['vhid']:>4}  {row['segment']:<9}{row['vip']:<21}"
+            + "".join(f"{row['state'][n]:<{width}}" for n in names)
+        )
+    lines += ["", f"{'node':<8}{'skew':>5}  {'process':<22}{'control':<11}links"]
+    for name, node in data["nodes"].items():
+        proc = f"running (pid {node['pid']})" if node["pid"] else "off"
+        links = ", ".join(f"{s} {st}" for s, st in node["links"].items())
+        lines.append(f"{name:<8}{node['advskew']:>5}  {proc:<22}{node['control']:<11}{links}")
+    return "\n".join(line.rstrip() for line in lines)
