@@ -66,7 +66,8 @@ payloads = {
 }
 sent = {}
 for name, (body, ttl) in payloads.items():
-    pkt = IP(src="10.61.0.66", dst="224.0.0.18", ttl=ttl, proto=112, flags="DF", tos=0x10) / Raw(body)
+    ip = IP(src="10.61.0.66", dst="224.0.0.18", ttl=ttl, proto=112, flags="DF", tos=0x10)
+    pkt = ip / Raw(body)
     raw = bytes(pkt)
     sendp(Ether(dst="01:00:5e:00:00:12") / pkt, iface=iface, verbose=False)
     sent[name] = raw.hex()
