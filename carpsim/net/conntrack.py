@@ -195,6 +195,7 @@ class KernelConntrackTable:
         self._seq = 0
         self._buf = bytearray(1 << 20)
         self._events: socket.socket | None = None
+        self._event_buf = bytearray(256 * 1024)
         self.decode_errors = 0
         self.overruns = 0
         self._logged: set[str] = set()
@@ -424,7 +425,7 @@ class KernelConntrackTable:
         sock = self._events
         assert sock is not None
         out: list[CtEvent] = []
-        buf = bytearray(256 * 1024)
+        buf = self._event_buf
         for _ in range(max_reads):
             try:
                 n = sock.recv_into(buf)

@@ -140,6 +140,26 @@ def test_reapply_updates_and_delete_reports_presence(ns: str) -> None:
         assert len(table) == 0
 
 
+def test_ipv6_entries_round_trip(ns: str) -> None:
+    v6 = socket.inet_pton
+    client, server, nat = v6(socket.AF_INET6, "fd00::10"), v6(socket.AF_INET6, "2001:db8::1"), v6(
+        socket.AF_INET6, "2001:db8:ffff::1"
+    )
+    tcp = StateRecord(
+        FlowKey(6, client, 40000, server, 443),
+        nat_src=(nat, 40001),
+        tcp_state=TcpState.ESTABLISHED,
+        timeout=300,
+        status=SYNCED,
+    )
+    ping = StateRecord(FlowKey(58, client, 7, server, 128 << 8), timeout=30)
+    with KernelConntrackTable(netns=ns) as table:
+        assert table.apply_many([tcp, ping]).created == 2
+        got = {r.key: r for r in table.snapshot()}
+    assert comparable(got[tcp.key]) == comparable(tcp)
+    assert comparable(got[ping.key]) == comparable(ping)
+
+
 def _wait_events(table: KernelConntrackTable, want: int, timeout: float = 2.0) -> list[CtEvent]:
     got: list[CtEvent] = []
     deadline = time.monotonic() + timeout
