@@ -26,10 +26,10 @@ ETHERTYPE_ARP = 0x0806
 _VLAN_TAGS = (0x8100, 0x88A8)
 
 _PCAP_MAGICS = {
-    b"\xd4\xc3\xb2\xa1": ("<", 1e-6),
-    b"\xa1\xb2\xc3\xd4": (">", 1e-6),
-    b"\x4d\x3c\xb2\xa1": ("<", 1e-9),
-    b"\xa1\xb2\x3c\x4d": (">", 1e-9),
+    b"\xd4\xc3\xb2\xa1": ("<", 1_000_000),
+    b"\xa1\xb2\xc3\xd4": (">", 1_000_000),
+    b"\x4d\x3c\xb2\xa1": ("<", 1_000_000_000),
+    b"\xa1\xb2\x3c\x4d": (">", 1_000_000_000),
 }
 _PCAPNG_SHB = 0x0A0D0D0A
 _PCAPNG_IDB = 1
@@ -60,7 +60,7 @@ def read_frames(blob: bytes) -> Iterator[Frame]:
 
 
 def _read_pcap(blob: bytes) -> Iterator[Frame]:
-    endian, scale = _PCAP_MAGICS[blob[:4]]
+    endian, units = _PCAP_MAGICS[blob[:4]]
     if len(blob) < 24:
         raise PcapError("truncated pcap global header")
     linktype = struct.unpack_from(endian + "I", blob, 20)[0] & 0x0FFFFFFF
@@ -71,13 +71,13 @@ def _read_pcap(blob: bytes) -> Iterator[Frame]:
         pos += record.size
         if pos + incl > len(blob):
             raise PcapError(f"truncated pcap record at offset {pos - record.size}")
-        yield Frame(sec + frac * scale, linktype, blob[pos : pos + incl])
+        yield Frame(sec + frac / units, linktype, blob[pos : pos + incl])
         pos += incl
 
 
 def _read_pcapng(blob: bytes) -> Iterator[Frame]:
     endian = "<"
-    interfaces: list[tuple[int, float]] = []
+    interfaces: list[tuple[int, int]] = []
     pos = 0
     while pos + 12 <= len(blob):
         # The SHB type is a byte palindrome, so it is recognisable before the byte order is known.
@@ -92,20 +92,22 @@ def _read_pcapng(blob: bytes) -> Iterator[Frame]:
         body = blob[pos + 8 : pos + blen - 4]
         if btype == _PCAPNG_IDB:
             linktype = struct.unpack_from(endian + "H", body, 0)[0]
-            interfaces.append((linktype, _ts_scale(body, endian)))
+            interfaces.append((linktype, _ts_units(body, endian)))
         elif btype == _PCAPNG_EPB:
             iface, ts_hi, ts_lo, caplen, _orig = struct.unpack_from(endian + "IIIII", body, 0)
             if iface >= len(interfaces):
                 raise PcapError(f"packet refers to undeclared interface {iface}")
-            lt, scale = interfaces[iface]
-            yield Frame(((ts_hi << 32) | ts_lo) * scale, lt, body[20 : 20 + caplen])
+            lt, units = interfaces[iface]
+            ticks = (ts_hi << 32) | ts_lo
+            # Split whole seconds off first so the float matches a pcap's sec + usec/1e6.
+            yield Frame(ticks // units + (ticks % units) / units, lt, body[20 : 20 + caplen])
         elif btype == _PCAPNG_SPB and interfaces:
             yield Frame(0.0, interfaces[0][0], body[4:])
         pos += blen
 
 
-def _ts_scale(idb_body: bytes, endian: str) -> float:
-    """Timestamp units from the if_tsresol option (default microseconds)."""
+def _ts_units(idb_body: bytes, endian: str) -> int:
+    """Timestamp ticks per second from the if_tsresol option (default microseconds)."""
     pos = 8
     while pos + 4 <= len(idb_body):
         code, length = struct.unpack_from(endian + "HH", idb_body, pos)
@@ -113,9 +115,9 @@ def _ts_scale(idb_body: bytes, endian: str) -> float:
             break
         if code == 9 and length >= 1:
             res = idb_body[pos + 4]
-            return 2.0 ** -(res & 0x7F) if res & 0x80 else 10.0 ** -res
+            return int(2 ** (res & 0x7F) if res & 0x80 else 10**res)
         pos += 4 + ((length + 3) & ~3)
-    return 1e-6
+    return 1_000_000
 
 
 def network_payload(frame: Frame) -> tuple[int, bytes] | None:

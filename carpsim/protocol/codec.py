@@ -281,14 +281,17 @@ def _advert_from(data: bytes) -> CarpAdvert:
     )
 
 
-def decode_advert(data: bytes) -> CarpAdvert:
-    """Parse raw CARP bytes (no IP header): badlen, not_carp (VRRP), badsum, badver."""
+def decode_advert(data: bytes, *, check_sum: bool = True) -> CarpAdvert:
+    """Parse raw CARP bytes (no IP header): badlen, not_carp (VRRP), badsum, badver.
+
+    `check_sum=False` lets a capture reader show (and flag) adverts with a bad checksum.
+    """
     if _looks_like_vrrp(data):
         raise DecodeError(DropReason.NOT_CARP, "VRRP on protocol 112")
     if len(data) < CARP_HEADER_LEN:
         raise DecodeError(DropReason.BADLEN, f"{len(data)} CARP bytes, need 36")
     carp = data[:CARP_HEADER_LEN]
-    if carp_checksum(carp) != 0:
+    if check_sum and carp_checksum(carp) != 0:
         raise DecodeError(DropReason.BADSUM, "CARP checksum mismatch")
     if carp[0] >> 4 != CARP_VERSION:
         raise DecodeError(DropReason.BADVER, f"version {carp[0] >> 4}")
@@ -309,7 +312,7 @@ def _split_ipv4(data: bytes) -> tuple[tuple[Any, ...], bytes]:
     return fields, data[ihl:total_len]
 
 
-def decode_packet(data: bytes, *, check_ttl: bool = True) -> CarpPacket:
+def decode_packet(data: bytes, *, check_ttl: bool = True, check_sum: bool = True) -> CarpPacket:
     """Parse an IPv4 packet carrying a CARP advert, checking in OpenBSD order (carp-spec §5.1):
     TTL, length, checksum, version. VRRP on protocol 112 is `not_carp`, never `badver`.
 
@@ -322,7 +325,7 @@ def decode_packet(data: bytes, *, check_ttl: bool = True) -> CarpPacket:
         raise DecodeError(DropReason.NOT_CARP, f"IP protocol {proto}")
     if check_ttl and ttl != CARP_DFLTTL:
         raise DecodeError(DropReason.BADTTL, f"ttl {ttl} != 255")
-    advert = decode_advert(payload)
+    advert = decode_advert(payload, check_sum=check_sum)
     return CarpPacket(_ipv4(src), _ipv4(dst), ttl, tos, ip_id, advert, payload[:CARP_HEADER_LEN])
 
 

@@ -96,8 +96,11 @@ def partition_heal(seed: int = 0) -> Runner:
 
 
 def demotion(seed: int = 0) -> Runner:
-    """Three VHIDs per node; node1 loses the link of VHID 3 at 10.5 s. The demote byte makes
-    node2 take VHIDs 1 and 2 at once; VHID 3 follows after its master-down interval."""
+    """Three VHIDs per node; node1 loses VHID 3's link at 10.5 s and the group fails over.
+
+    The demote byte makes node2 take VHIDs 1 and 2 at once; VHID 3 follows after its
+    master-down interval (10.0 + 3 + 100/256).
+    """
     runner = Runner(seed=seed)
     for index, skew in ((1, 0), (2, 100)):
         configs = [lan_config(index, vhid=v, advskew=skew) for v in (1, 2, 3)]
