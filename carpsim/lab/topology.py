@@ -255,14 +255,6 @@ def parse(data: dict[str, Any]) -> Topology:
         raise ConfigError("firewall.wan", f"segment {wan} has no VIP to translate to")
 
     _check_unique_addresses(hosts, vips)
-    for i, host in enumerate(hosts):
-        if host.gateway is not None and not any(
-            host.gateway in segments[s].subnet for s in host.addresses
-        ):
-            raise ConfigError(
-                f"{'node' if host.is_node else 'host'}[{i}].gateway",
-                f"{host.gateway} is on none of {host.name}'s segments",
-            )
     return Topology(name, description, segments, carp, firewall, tuple(vips), tuple(hosts))
 
 
@@ -294,6 +286,8 @@ def _parse_host(
     gateway = None
     if "gateway" in body:
         gateway = _address(body["gateway"], where + "gateway")
+        if not any(gateway in segments[s].subnet for s in addresses):
+            raise ConfigError(where + "gateway", f"{gateway} is on none of {name}'s segments")
     forwarding = body.get("forwarding", kind == "node")
     if not isinstance(forwarding, bool):
         raise ConfigError(where + "forwarding", "must be true or false")
@@ -302,21 +296,28 @@ def _parse_host(
     return Host(name, addresses, gateway, forwarding, advskew, role)
 
 
+def _field_of(hosts: list[Host], host: Host) -> str:
+    """``node[i]`` / ``host[i]``: the position within its own array, as the TOML file has it."""
+    same_kind = [h for h in hosts if h.is_node == host.is_node]
+    return f"{'node' if host.is_node else 'host'}[{same_kind.index(host)}]"
+
+
 def _check_unique_addresses(hosts: list[Host], vips: list[Vip]) -> None:
     owners: dict[IPv4Address, str] = {}
     for h in hosts:
         for seg_name, addr in h.addresses.items():
             if addr in owners:
                 raise ConfigError(
-                    f"{h.name}.addresses.{seg_name}", f"{addr} is already used by {owners[addr]}"
+                    f"{_field_of(hosts, h)}.addresses.{seg_name}",
+                    f"{addr} is already used by {owners[addr]}",
                 )
             owners[addr] = h.name
-    for v in vips:
+    for i, v in enumerate(vips):
         if v.address in owners:
             raise ConfigError(
-                f"vip.vhid={v.vhid}.address", f"{v.address} is already used by {owners[v.address]}"
+                f"vip[{i}].address", f"{v.address} is already used by {owners[v.address]}"
             )
-        owners[v.address] = f"VIP vhid {v.vhid}"
+        owners[v.address] = f"the VIP of vhid {v.vhid}"
 
 
 def loads(text: str, source: str = "<topology>") -> Topology:
