@@ -38,7 +38,8 @@ def host_links() -> set[str]:
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "carpsim", *args], check=False, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "carpsim", *args],
+        check=False, capture_output=True, text=True, timeout=60,
     )
 
 
