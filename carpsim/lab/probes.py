@@ -45,6 +45,7 @@ _CLONE_NEWNET = 0x40000000
 _SO_TIMESTAMPNS = 35
 _SO_ATTACH_FILTER = 26
 _ETH_P_IP = 0x0800
+_ETH_P_ALL = 0x0003
 _PACKET_OUTGOING = 4
 _IPPROTO_CARP = 112
 _ICMP_ECHO_REPLY = 0
@@ -340,12 +341,14 @@ def decode_advert(frame: bytes, at: float, ifname: str) -> Advert | None:
 
 
 def _proto_filter() -> tuple[bytes, ctypes.Array[ctypes.c_char]]:
-    """A classic BPF program keeping only IPv4 protocol 112 (offset 23 of an Ethernet frame)."""
+    """A classic BPF program keeping only IPv4 protocol 112 in untagged Ethernet frames."""
     program = [
-        (0x30, 0, 0, 23),        # ldb [23]
-        (0x15, 0, 1, _IPPROTO_CARP),  # jeq #112, accept, drop
-        (0x06, 0, 0, 0xFFFF),    # ret #65535
-        (0x06, 0, 0, 0),         # ret #0
+        (0x28, 0, 0, 12),             # ldh [12]      ethertype
+        (0x15, 0, 3, _ETH_P_IP),      # jeq #0x800    else drop
+        (0x30, 0, 0, 23),             # ldb [23]      IPv4 protocol
+        (0x15, 0, 1, _IPPROTO_CARP),  # jeq #112      else drop
+        (0x06, 0, 0, 0xFFFF),         # ret #65535    accept
+        (0x06, 0, 0, 0),              # ret #0        drop
     ]
     code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *ins) for ins in program))
     fprog = struct.pack("HL", len(program), ctypes.addressof(code))
@@ -375,10 +378,12 @@ class AdvertCapture:
         fprog, _keep = _proto_filter()
         with in_netns(self.netns):
             for name in self.ifnames:
-                sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(_ETH_P_IP))
+                # ETH_P_ALL, not ETH_P_IP: on a bridge port only the "all" taps see a frame
+                # before the bridge's rx handler consumes it.
+                sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(_ETH_P_ALL))
                 sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
                 sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
-                sock.bind((name, _ETH_P_IP))
+                sock.bind((name, _ETH_P_ALL))
                 sock.setblocking(False)
                 self._socks[sock.fileno()] = (sock, name)
         self._stop.clear()
