@@ -40,7 +40,12 @@ class CarpGroup:
             self._machines[machine.vhid] = machine
         self._style = demote_style
         self._ifdown_demotion = ifdown_demotion
-        self._admin_demote = 0
+        # Start from the configured demote so link flaps return to it, not to 0.
+        self._admin_demote = (
+            max((m.config.demote for m in self._machines.values()), default=0)
+            if demote_style is DemoteStyle.OPENBSD
+            else 0
+        )
         self._down: set[int] = set()
 
     @property

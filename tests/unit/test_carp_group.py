@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -92,3 +93,16 @@ def test_duplicate_vhids_and_unknown_vhids_are_rejected() -> None:
         CarpGroup([m, CarpMachine(lan_config(2), random.Random(1))])
     with pytest.raises(KeyError):
         CarpGroup([m]).link_down(0.0, [9])
+
+
+def test_configured_demote_survives_a_link_flap() -> None:
+    machines = [
+        CarpMachine(replace(lan_config(1, vhid=v), demote=4), random.Random(v)) for v in (1, 2)
+    ]
+    g = CarpGroup(machines)
+    assert g.group_demote == 4
+    g.link_up(0.0)
+    g.link_down(1.0, [2])
+    assert g.machine(1).demote == 5
+    g.link_up(2.0, [2])
+    assert g.machine(1).demote == 4
