@@ -150,3 +150,25 @@ def test_simulate_list_and_run(capsys: pytest.CaptureFixture[str]) -> None:
     assert "BACKUP->MASTER (peer_will_time_out)" in text
     assert main(["simulate", "nope"]) == 2
     assert "scenario" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("linktype", "header"),
+    [
+        (113, bytes(14) + b"\x08\x00"),  # Linux cooked v1: protocol in the last 2 of 16 bytes
+        (276, b"\x08\x00" + bytes(18)),  # Linux cooked v2: protocol first, 20 bytes
+        (1, bytes(12) + b"\x81\x00\x00\x05\x08\x00"),  # Ethernet with an 802.1Q tag
+    ],
+)
+def test_decode_unwraps_link_types(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], linktype: int, header: bytes
+) -> None:
+    packet = bytes.fromhex(
+        "451000386f454000ff70218a0a630001e0000012"
+        "2107000700012594f0d9c981862b6e8b2b4d7d9e2db89f1467abdb5c31927894183d8f25"
+    )  # carp-spec §1.5
+    capture = tmp_path / "cooked.pcap"
+    _write_pcap(capture, [header + packet], linktype)
+    main(["decode", str(capture), "--password", "secret", "--vip", "10.99.0.100", "--json"])
+    (record,) = json_lines(capsys.readouterr().out)
+    assert (record["vhid"], record["hmac_ok"], record["checksum_ok"]) == (7, True, True)
