@@ -114,3 +114,35 @@ def test_cpu_seconds_grows_with_work() -> None:
     while time.process_time() < deadline:
         pass
     assert cpu_seconds(os.getpid()) - start >= 0.03
+
+
+def test_capture_on_bridge_ports_attributes_each_advert_to_its_ingress_port() -> None:
+    # A bridge consumes frames in its rx handler: only ETH_P_ALL taps see them on the port.
+    prefix = netns.unique_prefix("tp")
+    switch, n1, n2 = f"{prefix}sw", f"{prefix}n1", f"{prefix}n2"
+    with netns.temporary([switch, n1, n2]):
+        netns.run(switch, ["ip", "link", "add", "br0", "type", "bridge", "stp_state", "0",
+                           "forward_delay", "0"])
+        netns.run(switch, ["ip", "link", "set", "br0", "up"])
+        for i, ns in enumerate((n1, n2), start=1):
+            netns.run(switch, ["ip", "link", "add", f"p{i}", "type", "veth", "peer", "name",
+                               "eth0", "netns", ns])
+            netns.run(switch, ["ip", "link", "set", f"p{i}", "master", "br0", "up"])
+            netns.run(ns, ["ip", "addr", "add", f"10.99.1.{i}/24", "dev", "eth0"])
+            netns.run(ns, ["ip", "link", "set", "eth0", "up"])
+        with in_netns(n1):
+            sender = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)
+        try:
+            with AdvertCapture(switch, ["p1", "p2"]) as capture:
+                for skew in (10, 20, 30):
+                    sender.sendto(_carp_body(5, skew, 1), ("10.99.1.2", 0))
+                capture.wait_for(lambda a: a.advskew == 30, timeout=2.0)
+                time.sleep(0.1)
+            adverts = capture.adverts()
+        finally:
+            sender.close()
+    assert not netns.list_namespaces(prefix)
+    # Seen once each, entering from n1's port; the copies the bridge sent out of p2 are skipped.
+    assert [(a.ifname, a.advskew, a.src_ip) for a in adverts] == [
+        ("p1", 10, "10.99.1.1"), ("p1", 20, "10.99.1.1"), ("p1", 30, "10.99.1.1")]
+    assert adverts[0].at <= adverts[1].at <= adverts[2].at
