@@ -1,0 +1,531 @@
+"""pfsync v5 (FreeBSD/pfSense) frame codec with 1400-layout states and carpsim's extension.
+
+Frame = 20-byte header, subheaders each followed by `count` fixed-size records, EOF subheader
+(statesync-spec §1.3). Decoding raises only `DecodeError(reason)` with a `SyncDropReason` value.
+
+StateRecord <-> pfsync 1400 state mapping (spec §4.2, documented in docs/statesync-protocol.md):
+key[0] (wire) = original tuple with SNAT/DNAT applied, key[1] (stack) = original tuple; the
+conntrack TCP state goes into the two peer `state` bytes through a fixed injective table;
+conntrack `status` and `mark` ride in the src/dst peers' scrub `ts_mod` with `scrub_flag` = 0,
+which pf ignores; zone rides in `rtableid`; pf-only fields are "none" (-1) or 0.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from ipaddress import ip_address
+
+from carpsim.errors import DecodeError
+from carpsim.statesync.constants import (
+    AF_INET,
+    AF_INET6_FREEBSD,
+    HEADER_LEN,
+    IPPROTO_PFSYNC,
+    PF_IN,
+    PF_OUT,
+    PF_RULE_NONE,
+    PFSYNC_VERSION,
+    PFTM_ICMP_ERROR_REPLY,
+    PFTM_MAX,
+    PFTM_OTHER_MULTIPLE,
+    PFTM_TCP_ESTABLISHED,
+    PFTM_UDP_MULTIPLE,
+    RECORD_LEN,
+    SUBHEADER_LEN,
+    ZERO_CKSUM,
+    Act,
+    BusStatus,
+    PfTcpLevel,
+    SyncDropReason,
+)
+from carpsim.statesync.record import FlowKey, StateRecord, TcpState
+
+# --- structs ---------------------------------------------------------------------------------
+
+HEADER = struct.Struct("!BBH16s")
+SUBHEADER = struct.Struct("!BBH")
+_PEER = "HBBIIIIHHBB6x"  # scrub(flags, ttl, scrub_flag, ts_mod), seqlo, seqhi, seqdiff, ...
+# One unpack/pack per 1400 state: id, ifname, key0 (a0 a1 p0 p1), key1, src peer, dst peer,
+# rt_addr, rule anchor nat_rule, creation expire, packets[4], bytes[4], creatorid, af proto dir,
+# state_flags, log, spare, timeout, sync_flags, updates, qid pqid dnpipe dnrpipe, rtableid,
+# min_ttl set_tos max_mss, set_prio[2], rt, rt_ifname.
+STATE_1400 = struct.Struct(
+    "!Q16s" "16s16sHH" "16s16sHH" + _PEER + _PEER + "16sIIIII" "IIII" "IIII" "I" "BBB" "HBBBBB"
+    "HHHH" "i" "BBH" "BB" "B16s"
+)
+UPD_C = struct.Struct("!Q" + _PEER + _PEER + "IIB3x")
+REF = struct.Struct("!QI")
+CLR = struct.Struct("!16sI")
+BUS = struct.Struct("!IIB3x")
+XSEQ = struct.Struct("!IIIIIB3x")
+XNACK = struct.Struct("!II")
+assert STATE_1400.size == 277
+assert UPD_C.size == 84
+assert XSEQ.size == 24
+
+_EOF_SUBHEADER = SUBHEADER.pack(Act.EOF, 0, 0)
+
+# --- conntrack TCP state <-> pf peer levels ------------------------------------------------
+
+L = PfTcpLevel
+TCP_TO_PEERS: dict[TcpState, tuple[int, int]] = {
+    TcpState.NONE: (L.CLOSED, L.CLOSED),
+    TcpState.SYN_SENT: (L.SYN_SENT, L.CLOSED),
+    TcpState.SYN_SENT2: (L.SYN_SENT, L.SYN_SENT),
+    TcpState.SYN_RECV: (L.SYN_SENT, L.SYN_RECEIVED),
+    TcpState.ESTABLISHED: (L.ESTABLISHED, L.ESTABLISHED),
+    TcpState.FIN_WAIT: (L.FIN_WAIT_1, L.ESTABLISHED),
+    TcpState.CLOSE_WAIT: (L.FIN_WAIT_2, L.CLOSE_WAIT),
+    TcpState.LAST_ACK: (L.FIN_WAIT_2, L.LAST_ACK),
+    TcpState.TIME_WAIT: (L.TIME_WAIT, L.TIME_WAIT),
+    TcpState.CLOSE: (L.CLOSING, L.CLOSING),
+}
+PEERS_TO_TCP: dict[tuple[int, int], TcpState] = {v: k for k, v in TCP_TO_PEERS.items()}
+assert len(PEERS_TO_TCP) == len(TCP_TO_PEERS)
+
+
+def peers_to_tcp(src: int, dst: int) -> TcpState:
+    """Exact inverse of TCP_TO_PEERS; other pairs (from a real pf) by the furthest peer."""
+    exact = PEERS_TO_TCP.get((src, dst))
+    if exact is not None:
+        return exact
+    top = max(src, dst) if max(src, dst) <= L.TIME_WAIT else L.ESTABLISHED
+    if top >= L.TIME_WAIT:
+        return TcpState.TIME_WAIT
+    if top >= L.FIN_WAIT_1:
+        return TcpState.FIN_WAIT if min(src, dst) <= L.ESTABLISHED else TcpState.LAST_ACK
+    if top == L.CLOSE_WAIT:
+        return TcpState.CLOSE_WAIT
+    if top == L.ESTABLISHED:
+        return TcpState.ESTABLISHED
+    if top == L.SYN_RECEIVED:
+        return TcpState.SYN_RECV
+    if top >= L.LISTEN:
+        return TcpState.SYN_SENT
+    return TcpState.NONE
+
+
+def _timeout_class(proto: int) -> int:
+    if proto == 6:
+        return PFTM_TCP_ESTABLISHED
+    if proto == 17:
+        return PFTM_UDP_MULTIPLE
+    if proto in (1, 58):
+        return PFTM_ICMP_ERROR_REPLY
+    return PFTM_OTHER_MULTIPLE
+
+
+_TCLASS = [_timeout_class(p) for p in range(256)]
+_M32 = 0xFFFFFFFF
+_ZERO16 = bytes(16)
+_ZERO12 = bytes(12)
+
+# --- item types ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StateRef:
+    """(creatorid, id) reference: UPD_REQ (0/0 = "send everything"), DEL_C, INS_ACK."""
+
+    creatorid: int
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class CompressedUpdate:
+    """UPD_C: what changes during a flow's life (TCP level, remaining timeout, flags)."""
+
+    creatorid: int
+    id: int
+    tcp_state: TcpState
+    timeout: int
+    status: int = 0
+    mark: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Clear:
+    """CLR: drop every state created by `creatorid` (on interface `ifname` if non-empty)."""
+
+    creatorid: int
+    ifname: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BulkStatus:
+    creatorid: int
+    endtime: int
+    status: BusStatus
+
+
+@dataclass(frozen=True, slots=True)
+class SeqHeader:
+    """carpsim XSEQ: the sender's epoch and sequence number plus a piggybacked cumulative ACK.
+
+    seq 0 = unsequenced (control only). `oldest`: the lowest seq the sender can still resend;
+    a receiver expecting less skips forward (the sender covers such loss with a bulk push).
+    """
+
+    epoch: int
+    seq: int
+    oldest: int
+    ack_epoch: int
+    ack: int
+    flags: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class NackRange:
+    """carpsim XNACK: seqs first..last (inclusive) of the ack_epoch stream are missing."""
+
+    first: int
+    last: int
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """A record of a layout we only skip (1301 states, DEL, TDB)."""
+
+    data: bytes
+
+
+Item = (
+    StateRecord
+    | StateRef
+    | CompressedUpdate
+    | Clear
+    | BulkStatus
+    | SeqHeader
+    | NackRange
+    | RawRecord
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    action: int
+    items: tuple[Item, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    sections: tuple[Section, ...]
+    pfcksum: bytes = ZERO_CKSUM
+
+    @property
+    def seq(self) -> SeqHeader | None:
+        if self.sections and self.sections[0].action == Act.XSEQ:
+            item = self.sections[0].items[0]
+            assert isinstance(item, SeqHeader)
+            return item
+        return None
+
+
+# --- record packing --------------------------------------------------------------------------
+
+
+def _pad(addr: bytes) -> bytes:
+    return addr if len(addr) == 16 else addr + _ZERO12 if len(addr) == 4 else addr.ljust(16, b"\0")
+
+
+def pack_state(rec: StateRecord) -> bytes:
+    """One 1400-layout state (277 bytes)."""
+    k = rec.key
+    src = _pad(k.src)
+    dst = _pad(k.dst)
+    ns = rec.nat_src
+    nd = rec.nat_dst
+    wsrc, wsport = (_pad(ns[0]), ns[1]) if ns is not None else (src, k.sport)
+    wdst, wdport = (_pad(nd[0]), nd[1]) if nd is not None else (dst, k.dport)
+    sl, dl = TCP_TO_PEERS[rec.tcp_state]
+    pk = rec.packets
+    by = rec.bytes_
+    return STATE_1400.pack(
+        rec.id, _ZERO16,
+        wsrc, wdst, wsport, wdport,
+        src, dst, k.sport, k.dport,
+        0, 0, 0, rec.status & _M32, 0, 0, 0, 0, 0, sl, 0,
+        0, 0, 0, rec.mark & _M32, 0, 0, 0, 0, 0, dl, 0,
+        _ZERO16, PF_RULE_NONE, PF_RULE_NONE, PF_RULE_NONE, 0, rec.timeout & _M32,
+        pk[0] >> 32, pk[0] & _M32, pk[1] >> 32, pk[1] & _M32,
+        by[0] >> 32, by[0] & _M32, by[1] >> 32, by[1] & _M32,
+        rec.creatorid,
+        AF_INET if len(k.src) == 4 else AF_INET6_FREEBSD, k.proto,
+        PF_OUT if ns is not None else PF_IN,
+        0, 0, 0, _TCLASS[k.proto], 0, 0,
+        0, 0, 0, 0,
+        k.zone,
+        0, 0, 0,
+        0, 0,
+        0, _ZERO16,
+    )  # fmt: skip
+
+
+def unpack_state(data: bytes | memoryview, off: int = 0) -> StateRecord:
+    f = STATE_1400.unpack_from(data, off)
+    af = f[47]
+    if af == AF_INET:
+        alen = 4
+    elif af == AF_INET6_FREEBSD:
+        alen = 16
+    else:
+        raise DecodeError(SyncDropReason.BADAF, f"address family {af}")
+    (sid, _ifn, wa0, wa1, wp0, wp1, sa0, sa1, sp0, sp1) = f[:10]
+    status, slevel = f[13], f[19]
+    mark, dlevel = f[24], f[30]
+    expire = f[37]
+    proto, direction, tclass = f[48], f[49], f[53]
+    if direction not in (PF_IN, PF_OUT):
+        raise DecodeError(SyncDropReason.BADDIR, f"direction {direction}")
+    if slevel > L.PROXY_DST or dlevel > L.PROXY_DST:
+        raise DecodeError(SyncDropReason.BADSTATE, f"peer levels {slevel}/{dlevel}")
+    if tclass >= PFTM_MAX:
+        raise DecodeError(SyncDropReason.BADTIMEOUT, f"timeout class {tclass}")
+    src = sa0[:alen]
+    dst = sa1[:alen]
+    wsrc = wa0[:alen]
+    wdst = wa1[:alen]
+    return StateRecord(
+        key=FlowKey(proto, src, sp0, dst, sp1, f[60]),
+        creatorid=f[46],
+        id=sid,
+        nat_src=(wsrc, wp0) if wsrc != src or wp0 != sp0 else None,
+        nat_dst=(wdst, wp1) if wdst != dst or wp1 != sp1 else None,
+        tcp_state=PEERS_TO_TCP.get((slevel, dlevel)) or peers_to_tcp(slevel, dlevel),
+        timeout=expire,
+        status=status,
+        mark=mark,
+        packets=((f[38] << 32) | f[39], (f[40] << 32) | f[41]),
+        bytes_=((f[42] << 32) | f[43], (f[44] << 32) | f[45]),
+    )
+
+
+def pack_upd_c(u: CompressedUpdate) -> bytes:
+    sl, dl = TCP_TO_PEERS[u.tcp_state]
+    return UPD_C.pack(
+        u.id,
+        0, 0, 0, u.status & _M32, 0, 0, 0, 0, 0, sl, 0,
+        0, 0, 0, u.mark & _M32, 0, 0, 0, 0, 0, dl, 0,
+        u.creatorid, u.timeout & _M32, PFTM_TCP_ESTABLISHED,
+    )  # fmt: skip
+
+
+def unpack_upd_c(data: bytes | memoryview, off: int) -> CompressedUpdate:
+    f = UPD_C.unpack_from(data, off)
+    sl, dl = f[10], f[21]
+    if sl > L.PROXY_DST or dl > L.PROXY_DST:
+        raise DecodeError(SyncDropReason.BADSTATE, f"peer levels {sl}/{dl}")
+    if f[25] >= PFTM_MAX:
+        raise DecodeError(SyncDropReason.BADTIMEOUT, f"timeout class {f[25]}")
+    return CompressedUpdate(
+        creatorid=f[23],
+        id=f[0],
+        tcp_state=PEERS_TO_TCP.get((sl, dl)) or peers_to_tcp(sl, dl),
+        timeout=f[24],
+        status=f[4],
+        mark=f[15],
+    )
+
+
+def _pack_item(action: int, item: Item) -> bytes:
+    if isinstance(item, StateRecord) and action in (Act.INS, Act.UPD):
+        return pack_state(item)
+    if isinstance(item, CompressedUpdate) and action == Act.UPD_C:
+        return pack_upd_c(item)
+    if isinstance(item, StateRef) and action in (Act.UPD_REQ, Act.DEL_C, Act.INS_ACK):
+        return REF.pack(item.id, item.creatorid)
+    if isinstance(item, Clear) and action == Act.CLR:
+        return CLR.pack(item.ifname.encode()[:15], item.creatorid)
+    if isinstance(item, BulkStatus) and action == Act.BUS:
+        return BUS.pack(item.creatorid, item.endtime, item.status)
+    if isinstance(item, SeqHeader) and action == Act.XSEQ:
+        return XSEQ.pack(item.epoch, item.seq, item.oldest, item.ack_epoch, item.ack, item.flags)
+    if isinstance(item, NackRange) and action == Act.XNACK:
+        return XNACK.pack(item.first, item.last)
+    if isinstance(item, RawRecord) and len(item.data) == RECORD_LEN.get(action, -1):
+        return item.data
+    raise ValueError(f"cannot encode {type(item).__name__} under action {action}")
+
+
+# --- frames ----------------------------------------------------------------------------------
+
+
+def section_bytes(action: int, records: Sequence[bytes]) -> bytes:
+    """A subheader plus its already-packed records (records must all have the action's size)."""
+    # v5 leaves the second byte as padding; our extension codes put the record length / 4
+    # there (the v6 convention) so a tolerant parser can skip them.
+    second = RECORD_LEN[action] // 4 if action >= Act.XSEQ else 0
+    return SUBHEADER.pack(action, second, len(records)) + b"".join(records)
+
+
+def assemble(body: Iterable[bytes], pfcksum: bytes = ZERO_CKSUM) -> bytes:
+    """Header + the given encoded sections + EOF."""
+    payload = b"".join(body)
+    total = HEADER_LEN + len(payload) + SUBHEADER_LEN
+    return HEADER.pack(PFSYNC_VERSION, 0, total, pfcksum) + payload + _EOF_SUBHEADER
+
+
+def encode_frame(frame: Frame) -> bytes:
+    return assemble(
+        (
+            section_bytes(s.action, [_pack_item(s.action, i) for i in s.items])
+            for s in frame.sections
+        ),
+        frame.pfcksum,
+    )
+
+
+def _decode_items(action: int, data: memoryview, off: int, count: int, size: int) -> list[Item]:
+    items: list[Item] = []
+    if action in (Act.INS, Act.UPD):
+        for i in range(count):
+            items.append(unpack_state(data, off + i * size))
+    elif action == Act.UPD_C:
+        for i in range(count):
+            items.append(unpack_upd_c(data, off + i * size))
+    elif action in (Act.UPD_REQ, Act.DEL_C, Act.INS_ACK):
+        for i in range(count):
+            sid, cid = REF.unpack_from(data, off + i * size)
+            items.append(StateRef(cid, sid))
+    elif action == Act.CLR:
+        for i in range(count):
+            name, cid = CLR.unpack_from(data, off + i * size)
+            items.append(Clear(cid, name.split(b"\0", 1)[0].decode("ascii", "replace")))
+    elif action == Act.BUS:
+        for i in range(count):
+            cid, endtime, st = BUS.unpack_from(data, off + i * size)
+            if st not in (BusStatus.START, BusStatus.END):
+                raise DecodeError(SyncDropReason.BADBUS, f"bus status {st}")
+            items.append(BulkStatus(cid, endtime, BusStatus(st)))
+    elif action == Act.XSEQ:
+        if count != 1:
+            raise DecodeError(SyncDropReason.BADEXT, f"XSEQ count {count}")
+        items.append(SeqHeader(*XSEQ.unpack_from(data, off)))
+    elif action == Act.XNACK:
+        for i in range(count):
+            first, last = XNACK.unpack_from(data, off + i * size)
+            if first == 0 or first > last:
+                raise DecodeError(SyncDropReason.BADEXT, f"NACK range {first}..{last}")
+            items.append(NackRange(first, last))
+    else:
+        for i in range(count):
+            items.append(RawRecord(bytes(data[off + i * size : off + (i + 1) * size])))
+    return items
+
+
+def decode_frame(data: bytes) -> Frame:
+    """Parse a pfsync payload (starting at the pfsync header, no IP header)."""
+    n = len(data)
+    if n < HEADER_LEN:
+        raise DecodeError(SyncDropReason.BADLEN, f"{n} bytes < header")
+    version, _pad_byte, total, cksum = HEADER.unpack_from(data, 0)
+    if version != PFSYNC_VERSION:
+        raise DecodeError(SyncDropReason.BADVER, f"version {version}")
+    if total < HEADER_LEN or total > n:
+        raise DecodeError(SyncDropReason.BADLEN, f"header len {total}, packet {n}")
+    view = memoryview(data)
+    off = HEADER_LEN
+    sections: list[Section] = []
+    while True:
+        if off + SUBHEADER_LEN > total:
+            raise DecodeError(SyncDropReason.NOEOF, f"frame ends at {off} without EOF")
+        action, _second, count = SUBHEADER.unpack_from(data, off)
+        off += SUBHEADER_LEN
+        if action == Act.EOF:
+            break
+        size = RECORD_LEN.get(action)
+        if size is None:
+            raise DecodeError(SyncDropReason.BADACT, f"action {action}")
+        if action == Act.XSEQ and sections:
+            raise DecodeError(SyncDropReason.BADEXT, "XSEQ must be the first subheader")
+        end = off + size * count
+        if end > total:
+            raise DecodeError(SyncDropReason.BADLEN, f"action {action} x{count} overruns frame")
+        sections.append(Section(action, tuple(_decode_items(action, view, off, count, size))))
+        off = end
+    return Frame(tuple(sections), bytes(cksum))
+
+
+# --- human/JSON summary ----------------------------------------------------------------------
+
+
+def _addr(raw: bytes) -> str:
+    return str(ip_address(raw))
+
+
+def _item_summary(item: Item) -> dict[str, object]:
+    if isinstance(item, StateRecord):
+        k = item.key
+        out: dict[str, object] = {
+            "id": f"{item.id:016x}",
+            "creatorid": f"{item.creatorid:08x}",
+            "proto": k.proto,
+            "src": f"{_addr(k.src)}:{k.sport}",
+            "dst": f"{_addr(k.dst)}:{k.dport}",
+            "tcp_state": item.tcp_state.name,
+            "expire": item.timeout,
+        }
+        if item.nat_src:
+            out["nat_src"] = f"{_addr(item.nat_src[0])}:{item.nat_src[1]}"
+        if item.nat_dst:
+            out["nat_dst"] = f"{_addr(item.nat_dst[0])}:{item.nat_dst[1]}"
+        return out
+    if isinstance(item, CompressedUpdate):
+        return {
+            "id": f"{item.id:016x}",
+            "creatorid": f"{item.creatorid:08x}",
+            "tcp_state": item.tcp_state.name,
+            "expire": item.timeout,
+        }
+    if isinstance(item, StateRef):
+        return {"id": f"{item.id:016x}", "creatorid": f"{item.creatorid:08x}"}
+    if isinstance(item, Clear):
+        return {"creatorid": f"{item.creatorid:08x}", "ifname": item.ifname}
+    if isinstance(item, BulkStatus):
+        return {"creatorid": f"{item.creatorid:08x}", "endtime": item.endtime,
+                "status": item.status.name}  # fmt: skip
+    if isinstance(item, SeqHeader):
+        return {
+            "epoch": f"{item.epoch:08x}",
+            "seq": item.seq,
+            "oldest": item.oldest,
+            "ack_epoch": f"{item.ack_epoch:08x}",
+            "ack": item.ack,
+            "flags": item.flags,
+        }
+    if isinstance(item, NackRange):
+        return {"first": item.first, "last": item.last}
+    return {"bytes": len(item.data)}
+
+
+def _action_name(action: int) -> str:
+    try:
+        return Act(action).name
+    except ValueError:
+        return str(action)
+
+
+def describe_frame(data: bytes) -> dict[str, object]:
+    """JSON-able summary for `carpsim decode`; accepts an IPv4 packet or a bare pfsync payload."""
+    payload = data
+    if len(data) >= 20 and data[0] >> 4 == 4 and data[9] == IPPROTO_PFSYNC:
+        payload = data[(data[0] & 0x0F) * 4 :]
+    try:
+        frame = decode_frame(payload)
+    except DecodeError as exc:
+        return {"protocol": "pfsync", "error": exc.reason, "detail": exc.detail}
+    return {
+        "protocol": "pfsync",
+        "version": PFSYNC_VERSION,
+        "length": len(payload),
+        "sections": [
+            {
+                "action": _action_name(s.action),
+                "count": len(s.items),
+                "items": [_item_summary(i) for i in s.items],
+            }
+            for s in frame.sections
+        ],
+    }

@@ -1,0 +1,694 @@
+"""The pfsync-style replicator machine (pure; statesync-spec §1.6-1.7, §4.3).
+
+Theory of operation
+-------------------
+One role-symmetric machine per node. It keeps a userspace *mirror* (`self.table`, an
+InMemoryStateTable) of every state it knows: local ones (fed by the edge from conntrack events
+through `local_inserted/updated/deleted`) and the peer's (received, and handed to the edge as
+`InstallStates`/`RemoveStates`). Bulk transfers are served from the mirror, so the machine never
+asks the edge for a kernel dump; at start-up the edge may seed it with `local_snapshot`.
+
+Identity: conntrack events carry no pfsync id. A local record with creatorid == id == 0 takes the
+mirror's identity for its FlowKey, or a fresh (config.creatorid, counter) if the key is new.
+
+What goes out:
+* material local changes (new key, TCP state, NAT) -> full INS/UPD, coalesced per key for
+  `flush_interval` (or at once when a frame's worth is pending); deletes -> DEL_C.
+* counter-only changes (traffic, which in the kernel refreshes the timeout) -> UPD_C with the
+  remaining timeout, at most once per `refresh_interval`; plus a slow round-robin sweep of
+  `sweep_per_interval` local states, so idle-but-alive flows are refreshed too.
+* a local event identical in TCP state and NAT to the mirror is the kernel echoing our own
+  install and is not re-sent (pfsync never re-broadcasts received changes).
+
+Bulk (spec §1.6): `started`/`link_up` send UPD_REQ 0/0 (unsequenced) every
+`bulk_retry_interval` until BUS START, then wait for BUS END with a silence timeout of
+`bulk_timeout`; after `bulk_max_tries` requests the node becomes ready anyway (bulk_gave_up).
+The server answers with BUS START, paced UPD frames from a key snapshot, BUS END. On BUS END the
+receiver also drops states of that creator that the bulk did not mention (deletes lost in an
+abandoned gap). Ready = link up and bulk finished; not ready => the edge demotes CARP (§1.7).
+
+Reliability (config.reliable): every data frame carries an XSEQ; see reliability.py.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from dataclasses import replace
+
+from carpsim.errors import DecodeError
+from carpsim.statesync import codec
+from carpsim.statesync.codec import (
+    BulkStatus,
+    Clear,
+    CompressedUpdate,
+    Frame,
+    NackRange,
+    StateRef,
+)
+from carpsim.statesync.config import ReplicatorConfig
+from carpsim.statesync.constants import (
+    REF_LEN,
+    STATE_1400_LEN,
+    SUBHEADER_LEN,
+    UPD_C_LEN,
+    XSEQ_BULK,
+    XSEQ_RESTART,
+    Act,
+    BusStatus,
+    SyncDropReason,
+)
+from carpsim.statesync.events import (
+    Action,
+    BulkCompleted,
+    BulkServed,
+    CountDrop,
+    InstallStates,
+    PeerRestarted,
+    ReadyChanged,
+    RemoveStates,
+    Transmit,
+)
+from carpsim.statesync.record import FlowKey, StateRecord
+from carpsim.statesync.reliability import ReliableReceiver, ReliableSender
+from carpsim.statesync.table import InMemoryStateTable
+
+_REQ_ALL = codec.section_bytes(Act.UPD_REQ, [codec.REF.pack(0, 0)])
+_INS = Act.INS
+_UPD = Act.UPD
+
+
+class BulkPhase(enum.Enum):
+    IDLE = "idle"
+    REQUESTED = "requested"
+    RECEIVING = "receiving"
+    DONE = "done"
+
+
+def _pack_bodies(groups: list[tuple[int, list[bytes], int]], budget: int) -> list[bytes]:
+    """Fill frames: groups of (action, packed records, record size) -> list of frame bodies."""
+    bodies: list[bytes] = []
+    parts: list[bytes] = []
+    used = 0
+    for action, records, size in groups:
+        i = 0
+        while i < len(records):
+            room = (budget - used - SUBHEADER_LEN) // size
+            if room <= 0:
+                bodies.append(b"".join(parts))
+                parts, used = [], 0
+                continue
+            chunk = records[i : i + room]
+            parts.append(codec.section_bytes(action, chunk))
+            used += SUBHEADER_LEN + size * len(chunk)
+            i += len(chunk)
+    if parts:
+        bodies.append(b"".join(parts))
+    return bodies
+
+
+class Replicator:
+    """Pure state-sync machine. Every input takes `now` and returns a list of actions."""
+
+    def __init__(self, config: ReplicatorConfig, rng: random.Random) -> None:
+        self.config = config
+        self.table = InMemoryStateTable()
+        self.epoch = rng.getrandbits(32) | 1
+        self._next_id = (rng.getrandbits(31) << 32) | 1
+        self._sender = ReliableSender(self.epoch, config.resend_queue_frames)
+        self._receiver = ReliableReceiver(config.reorder_window)
+        self._excluded = config.excluded_raw()
+        self._budget = config.frame_budget()
+        self._started = False
+        self._link_up = True
+        self.ready = False
+        self.ready_reason = "starting"
+        # bulk request (we are the receiver)
+        self.bulk_phase = BulkPhase.IDLE
+        self._req_tries = 0
+        self._req_deadline: float | None = None
+        self._req_first_at = 0.0
+        self._req_count = 0
+        self._sweep_creator: int | None = None
+        self._sweep_keys: set[FlowKey] = set()
+        # bulk serve (we are the sender)
+        self._serve_keys: list[FlowKey] | None = None
+        self._serve_pos = 0
+        self._serve_at = 0.0
+        self._serve_started = 0.0
+        self._serve_pushed = False
+        self._serve_count = 0
+        # incremental output
+        self._pending_full: dict[FlowKey, int] = {}
+        self._pending_dels: dict[tuple[int, int], None] = {}
+        self._pending_reqs: dict[tuple[int, int], None] = {}
+        self._pending_updc: dict[FlowKey, None] = {}
+        self._flush_at: float | None = None
+        self._refresh_at: float | None = None
+        # locally-driven states -> when their timeout was read
+        self._local: dict[FlowKey, float] = {}
+        self._sweep_cursor: list[FlowKey] = []
+        self._restart_flag = XSEQ_RESTART
+        self.stats: dict[str, int] = {}
+        """Plain counters for metrics (frames/records sent and received, resends, ...)."""
+
+    # ------------------------------------------------------------------ timers
+
+    def next_deadline(self) -> float | None:
+        cands: list[float] = []
+        if self._started:
+            if self._refresh_at is not None:
+                cands.append(self._refresh_at)
+            if self._req_deadline is not None:
+                cands.append(self._req_deadline)
+        if self._link_up:
+            if self._flush_at is not None:
+                cands.append(self._flush_at)
+            if self._serve_keys is not None:
+                cands.append(self._serve_at)
+            if self.config.reliable:
+                r = self._receiver
+                for t in (r.ack_due, r.nack_due, self._sender.rto_deadline):
+                    if t is not None:
+                        cands.append(t)
+        return min(cands) if cands else None
+
+    def on_timer(self, now: float) -> list[Action]:
+        """:param now: monotonic seconds; fires every deadline that has passed."""
+        out: list[Action] = []
+        if not self._started:
+            return out
+        if self._req_deadline is not None and now >= self._req_deadline:
+            self._bulk_request_expired(now, out)
+        if self._link_up:
+            if self._flush_at is not None and now >= self._flush_at:
+                self._flush(now, out)
+            if self._serve_keys is not None and now >= self._serve_at:
+                self._serve_tick(now, out)
+            if self.config.reliable:
+                self._reliability_timers(now, out)
+        if self._refresh_at is not None and now >= self._refresh_at:
+            self._refresh_at = now + self.config.refresh_interval
+            if self._link_up:
+                self._refresh(now, out)
+        return out
+
+    # ------------------------------------------------------------------ lifecycle inputs
+
+    def started(self, now: float) -> list[Action]:
+        """The daemon came up: announce not-ready and ask the peer for everything."""
+        out: list[Action] = []
+        if self._started:
+            return out
+        self._started = True
+        self._refresh_at = now + self.config.refresh_interval
+        out.append(ReadyChanged(False, "bulk_pending" if self._link_up else "link_down"))
+        self.ready_reason = out[-1].reason  # type: ignore[union-attr]
+        if self._link_up:
+            self._bulk_request_start(now, out)
+        return out
+
+    def link_up(self, now: float) -> list[Action]:
+        out: list[Action] = []
+        if self._link_up:
+            return out
+        self._link_up = True
+        if self._started:
+            self._bulk_request_start(now, out)
+            self._set_ready(out)
+            if self._has_pending():
+                self._flush_at = now
+        return out
+
+    def link_down(self, now: float) -> list[Action]:
+        out: list[Action] = []
+        if not self._link_up:
+            return out
+        self._link_up = False
+        if self._started:
+            self._set_ready(out)
+        return out
+
+    # ------------------------------------------------------------------ local (kernel) inputs
+
+    def _excluded_record(self, key: FlowKey) -> bool:
+        return key.proto in self.config.excluded_protos or (
+            bool(self._excluded) and (key.src in self._excluded or key.dst in self._excluded)
+        )
+
+    def local_inserted(self, now: float, record: StateRecord) -> list[Action]:
+        """A conntrack NEW event (or any local state the edge wants replicated)."""
+        self._local_change(now, record)
+        return self._maybe_flush_now(now)
+
+    def local_updated(self, now: float, record: StateRecord) -> list[Action]:
+        """A conntrack UPDATE event or a fresh dump entry (counters/timeout moved)."""
+        self._local_change(now, record)
+        return self._maybe_flush_now(now)
+
+    def local_snapshot(self, now: float, records: list[StateRecord]) -> list[Action]:
+        """Seed or refresh from a kernel dump (same rules as `local_updated` per record)."""
+        for rec in records:
+            self._local_change(now, rec)
+        return self._maybe_flush_now(now)
+
+    def local_deleted(self, now: float, key: FlowKey) -> list[Action]:
+        """A conntrack DESTROY event; unknown keys are ignored (echo of a RemoveStates)."""
+        cur = self.table.get(key)
+        if cur is None:
+            return []
+        self.table.delete(key)
+        self._local.pop(key, None)
+        self._pending_updc.pop(key, None)
+        self._sweep_keys.discard(key)
+        if self._pending_full.pop(key, None) == _INS and self._serve_keys is None:
+            return []  # the peer never heard of it
+        self._pending_dels[(cur.creatorid, cur.id)] = None
+        self._arm_flush(now)
+        return self._maybe_flush_now(now)
+
+    def _local_change(self, now: float, rec: StateRecord) -> None:
+        key = rec.key
+        if self._excluded_record(key):
+            return
+        cur = self.table.get(key)
+        if rec.id == 0 and rec.creatorid == 0:
+            if cur is not None:
+                rec = replace(rec, creatorid=cur.creatorid, id=cur.id)
+            else:
+                rec = replace(rec, creatorid=self.config.creatorid, id=self._next_id)
+                self._next_id += 1
+        self._sweep_keys.discard(key)
+        if cur is None or (cur.creatorid, cur.id) != (rec.creatorid, rec.id):
+            if cur is not None:
+                self._pending_dels[(cur.creatorid, cur.id)] = None
+            self.table.put(rec)
+            self._pending_full[key] = _INS
+        elif (
+            cur.tcp_state != rec.tcp_state
+            or cur.nat_src != rec.nat_src
+            or cur.nat_dst != rec.nat_dst
+        ):
+            self.table.put(rec)
+            self._pending_full.setdefault(key, _UPD)
+        elif sum(rec.packets) > sum(cur.packets):
+            self.table.put(rec)
+            self._pending_updc[key] = None
+            self._local[key] = now
+            return
+        else:
+            return  # echo of our own install, or nothing the peer needs
+        self._local[key] = now
+        self._pending_updc.pop(key, None)
+        self._arm_flush(now)
+
+    # ------------------------------------------------------------------ received frames
+
+    def frame_received(self, now: float, data: bytes) -> list[Action]:
+        """A pfsync payload arrived on the sync link (edge already checked TTL 255, interface)."""
+        out: list[Action] = []
+        try:
+            frame = codec.decode_frame(data)
+        except DecodeError as exc:
+            out.append(CountDrop(exc.reason, exc.detail))
+            return out
+        self._count("frames_rx")
+        hdr = frame.seq
+        if hdr is None:
+            self._process(frame, now, out)
+            return out
+        if hdr.epoch == self.epoch:
+            out.append(CountDrop(SyncDropReason.LOOP, "own epoch"))
+            return out
+        self._sender.on_ack(hdr.ack_epoch, hdr.ack)
+        cfg = self.config
+        if hdr.ack_epoch == self.epoch and self._link_up:
+            for section in frame.sections:
+                if section.action == Act.XNACK:
+                    ranges = [i for i in section.items if isinstance(i, NackRange)]
+                    limit = cfg.resend_burst * 4
+                    for seq in self._sender.on_nack(ranges, now, limit, cfg.resend_timeout / 2):
+                        self._resend(seq, out)
+        frames, rebased, drop = self._receiver.accept(hdr, frame, now, self.config.ack_delay)
+        if rebased is not None:
+            out.append(PeerRestarted(rebased, hdr.epoch))
+            # The new incarnation never saw our stream: start afresh (it requests a bulk).
+            self._sender.abandon_all()
+            self._sender.take_abandoned()
+            self._restart_flag = XSEQ_RESTART
+        if drop is not None:
+            out.append(CountDrop(drop, f"seq {hdr.seq}"))
+        if self.bulk_phase is BulkPhase.RECEIVING:
+            self._req_deadline = now + self.config.bulk_timeout
+        for f in frames:
+            self._process(f, now, out)
+        if self._sender.take_abandoned() and self._serve_keys is None:
+            self._serve_start(now, out, pushed=True)
+        if self._link_up and (
+            self._receiver.unacked >= self.config.ack_every or self._receiver.nack_due == now
+        ):
+            self._send_control(now, out)
+        return out
+
+    def _process(self, frame: Frame, now: float, out: list[Action]) -> None:
+        installed: list[StateRecord] = []
+        removed: list[FlowKey] = []
+        table = self.table
+        for section in frame.sections:
+            act = section.action
+            if act in (_INS, _UPD):
+                for rec in section.items:
+                    assert isinstance(rec, StateRecord)
+                    key = rec.key
+                    if key.proto in self.config.excluded_protos:
+                        continue
+                    if table.apply(rec):
+                        installed.append(rec)
+                        self._local.pop(key, None)
+                    elif table.get(key) != rec:
+                        out.append(CountDrop(SyncDropReason.STALE, "tcp state would go back"))
+                    self._sweep_keys.discard(key)
+                if self.bulk_phase is BulkPhase.RECEIVING:
+                    self._req_count += len(section.items)
+            elif act == Act.UPD_C:
+                for u in section.items:
+                    assert isinstance(u, CompressedUpdate)
+                    cur = table.by_id(u.creatorid, u.id)
+                    if cur is None:
+                        self._pending_reqs[(u.creatorid, u.id)] = None
+                        self._arm_flush(now)
+                        continue
+                    new = replace(cur, tcp_state=u.tcp_state, timeout=u.timeout,
+                                  status=u.status, mark=u.mark)  # fmt: skip
+                    if table.apply(new):
+                        installed.append(new)
+                        self._local.pop(cur.key, None)
+                    elif new != cur:
+                        out.append(CountDrop(SyncDropReason.STALE, "compressed update"))
+            elif act == Act.DEL_C:
+                for ref in section.items:
+                    assert isinstance(ref, StateRef)
+                    gone = table.delete_by_id(ref.creatorid, ref.id)
+                    if gone is not None:
+                        removed.append(gone)
+                        self._local.pop(gone, None)
+                        self._pending_full.pop(gone, None)
+                        self._pending_updc.pop(gone, None)
+            elif act == Act.UPD_REQ:
+                for ref in section.items:
+                    assert isinstance(ref, StateRef)
+                    if ref.id == 0 and ref.creatorid == 0:
+                        self._serve_start(now, out, pushed=False)
+                        continue
+                    cur = table.by_id(ref.creatorid, ref.id)
+                    if cur is not None:
+                        self._pending_full.setdefault(cur.key, _UPD)
+                        self._arm_flush(now)
+            elif act == Act.CLR:
+                for clr in section.items:
+                    assert isinstance(clr, Clear)
+                    if clr.creatorid != self.config.creatorid:
+                        removed.extend(table.clear_creator(clr.creatorid))
+            elif act == Act.BUS:
+                for bus in section.items:
+                    assert isinstance(bus, BulkStatus)
+                    if bus.creatorid == self.config.creatorid:
+                        continue
+                    if installed or removed:
+                        self._emit_changes(installed, removed, out)
+                        installed, removed = [], []
+                    if bus.status is BusStatus.START:
+                        self._bulk_start_seen(now, bus.creatorid)
+                    else:
+                        self._bulk_end_seen(now, bus.creatorid, out)
+        self._emit_changes(installed, removed, out)
+
+    @staticmethod
+    def _emit_changes(
+        installed: list[StateRecord], removed: list[FlowKey], out: list[Action]
+    ) -> None:
+        if removed:
+            out.append(RemoveStates(tuple(removed)))
+        if installed:
+            out.append(InstallStates(tuple(installed)))
+
+    # ------------------------------------------------------------------ bulk: requester side
+
+    def _bulk_request_start(self, now: float, out: list[Action]) -> None:
+        self.bulk_phase = BulkPhase.REQUESTED
+        self._req_tries = 0
+        self._req_first_at = now
+        self._send_bulk_request(now, out)
+
+    def _send_bulk_request(self, now: float, out: list[Action]) -> None:
+        self._req_tries += 1
+        self._req_deadline = now + self.config.bulk_retry_interval
+        self._transmit_unsequenced(now, [_REQ_ALL], out)
+
+    def _bulk_request_expired(self, now: float, out: list[Action]) -> None:
+        if self.bulk_phase not in (BulkPhase.REQUESTED, BulkPhase.RECEIVING):
+            self._req_deadline = None
+            return
+        if not self._link_up:
+            self._req_deadline = now + self.config.bulk_retry_interval
+            return
+        if self._req_tries >= self.config.bulk_max_tries:
+            self.bulk_phase = BulkPhase.DONE
+            self._req_deadline = None
+            out.append(BulkCompleted(now - self._req_first_at, self._req_count, gave_up=True))
+            self._set_ready(out, "bulk_gave_up")
+            return
+        self.bulk_phase = BulkPhase.REQUESTED
+        self._send_bulk_request(now, out)
+
+    def _bulk_start_seen(self, now: float, creatorid: int) -> None:
+        if self.bulk_phase in (BulkPhase.REQUESTED, BulkPhase.RECEIVING):
+            self.bulk_phase = BulkPhase.RECEIVING
+            self._req_count = 0
+            self._req_deadline = now + self.config.bulk_timeout
+        self._sweep_creator = creatorid
+        self._sweep_keys = {
+            r.key for r in self.table if r.creatorid == creatorid and r.key not in self._local
+        }
+
+    def _bulk_end_seen(self, now: float, creatorid: int, out: list[Action]) -> None:
+        if self._sweep_creator == creatorid and self._sweep_keys:
+            gone = [k for k in self._sweep_keys if self.table.delete(k)]
+            if gone:
+                out.append(RemoveStates(tuple(gone)))
+        self._sweep_creator = None
+        self._sweep_keys = set()
+        if self.bulk_phase in (BulkPhase.REQUESTED, BulkPhase.RECEIVING):
+            self.bulk_phase = BulkPhase.DONE
+            self._req_deadline = None
+            out.append(BulkCompleted(now - self._req_first_at, self._req_count))
+            self._set_ready(out, "bulk_done")
+
+    def _set_ready(self, out: list[Action], done_reason: str | None = None) -> None:
+        if not self._link_up:
+            ready, reason = False, "link_down"
+        elif self.bulk_phase is not BulkPhase.DONE:
+            ready, reason = False, "bulk_pending"
+        else:
+            ready, reason = True, done_reason or self.ready_reason
+        if ready != self.ready:
+            self.ready, self.ready_reason = ready, reason
+            out.append(ReadyChanged(ready, reason))
+        else:
+            self.ready_reason = reason
+
+    # ------------------------------------------------------------------ bulk: server side
+
+    def _serve_start(self, now: float, out: list[Action], *, pushed: bool) -> None:
+        self._serve_keys = [r.key for r in self.table if not self._excluded_record(r.key)]
+        self._serve_pos = 0
+        self._serve_started = now
+        self._serve_pushed = pushed
+        self._serve_count = 0
+        self._serve_at = now
+        bus = codec.BUS.pack(self.config.creatorid, 0, BusStatus.START)
+        self._transmit_bodies(now, [codec.section_bytes(Act.BUS, [bus])], out, XSEQ_BULK)
+        self._serve_tick(now, out)
+
+    def _serve_tick(self, now: float, out: list[Action]) -> None:
+        keys = self._serve_keys
+        assert keys is not None
+        cfg = self.config
+        self._serve_at = now + cfg.bulk_tick
+        if cfg.reliable and len(self._sender) > cfg.resend_queue_frames * 3 // 4:
+            return  # back-pressure: let ACKs drain the resend queue first
+        per_frame = cfg.states_per_frame()
+        get = self.table.get
+        pack = codec.pack_state
+        for _ in range(cfg.bulk_frames_per_tick):
+            recs: list[bytes] = []
+            while len(recs) < per_frame and self._serve_pos < len(keys):
+                rec = get(keys[self._serve_pos])
+                self._serve_pos += 1
+                if rec is not None:
+                    recs.append(pack(rec))
+            if recs:
+                self._serve_count += len(recs)
+                self._transmit_bodies(now, [codec.section_bytes(_UPD, recs)], out, XSEQ_BULK)
+            if self._serve_pos >= len(keys):
+                endtime = int(now - self._serve_started)
+                bus = codec.BUS.pack(cfg.creatorid, endtime, BusStatus.END)
+                self._transmit_bodies(now, [codec.section_bytes(Act.BUS, [bus])], out, XSEQ_BULK)
+                out.append(BulkServed(now - self._serve_started, self._serve_count,
+                                      self._serve_pushed))  # fmt: skip
+                self._serve_keys = None
+                return
+
+    # ------------------------------------------------------------------ incremental output
+
+    def _has_pending(self) -> bool:
+        return bool(self._pending_full or self._pending_dels or self._pending_reqs)
+
+    def _arm_flush(self, now: float) -> None:
+        if self._flush_at is None:
+            self._flush_at = now + self.config.flush_interval
+
+    def _maybe_flush_now(self, now: float) -> list[Action]:
+        out: list[Action] = []
+        if self._link_up and len(self._pending_full) >= self.config.states_per_frame():
+            self._flush(now, out)
+        return out
+
+    def _flush(self, now: float, out: list[Action]) -> None:
+        self._flush_at = None
+        if not self._link_up:
+            return
+        table = self.table
+        dels = [codec.REF.pack(sid, cid) for cid, sid in self._pending_dels]
+        reqs = [codec.REF.pack(sid, cid) for cid, sid in self._pending_reqs]
+        ins: list[bytes] = []
+        upd: list[bytes] = []
+        for key, act in self._pending_full.items():
+            rec = table.get(key)
+            if rec is not None:
+                (ins if act == _INS else upd).append(codec.pack_state(rec))
+        self._pending_dels.clear()
+        self._pending_reqs.clear()
+        self._pending_full.clear()
+        groups = [
+            (Act.DEL_C, dels, REF_LEN),
+            (_INS, ins, STATE_1400_LEN),
+            (_UPD, upd, STATE_1400_LEN),
+        ]
+        if reqs:
+            # Requests are cheap to repeat (the next UPD_C asks again): no sequencing needed.
+            self._transmit_unsequenced(now, _pack_bodies([(Act.UPD_REQ, reqs, REF_LEN)],
+                                                         self._budget), out)  # fmt: skip
+        self._transmit_bodies(now, _pack_bodies([g for g in groups if g[1]], self._budget), out, 0)
+
+    def _refresh(self, now: float, out: list[Action]) -> None:
+        cfg = self.config
+        keys = list(self._pending_updc)[: cfg.refresh_max_per_interval]
+        for k in keys:
+            del self._pending_updc[k]
+        if cfg.sweep_per_interval and self._local:
+            chosen = set(keys)
+            for _ in range(min(cfg.sweep_per_interval, len(self._local))):
+                if not self._sweep_cursor:
+                    self._sweep_cursor = list(self._local)
+                k = self._sweep_cursor.pop()
+                if k in self._local and k not in chosen:
+                    keys.append(k)
+                    chosen.add(k)
+        records: list[bytes] = []
+        for k in keys:
+            rec = self.table.get(k)
+            if rec is None:
+                continue
+            left = max(0, rec.timeout - int(now - self._local.get(k, now)))
+            records.append(codec.pack_upd_c(CompressedUpdate(
+                rec.creatorid, rec.id, rec.tcp_state, left, rec.status, rec.mark)))  # fmt: skip
+        if records:
+            self._count("refresh_sent", len(records))
+            self._transmit_bodies(now, _pack_bodies([(Act.UPD_C, records, UPD_C_LEN)],
+                                                    self._budget), out, 0)  # fmt: skip
+
+    # ------------------------------------------------------------------ transmission
+
+    def _seq_header(self, seq: int, flags: int) -> bytes:
+        r = self._receiver
+        hdr = codec.XSEQ.pack(self.epoch, seq, self._sender.oldest, r.peer_epoch, r.ack, flags)
+        r.acked()
+        return codec.section_bytes(Act.XSEQ, [hdr])
+
+    def _transmit_bodies(
+        self, now: float, bodies: list[bytes], out: list[Action], flags: int
+    ) -> None:
+        cfg = self.config
+        for body in bodies:
+            self._count("frames_tx")
+            if not cfg.reliable:
+                out.append(Transmit(codec.assemble([body])))
+                continue
+            seq = self._sender.push(body, now, cfg.resend_timeout)
+            out.append(Transmit(codec.assemble([self._seq_header(seq, flags | self._restart_flag),
+                                                body])))  # fmt: skip
+        if bodies:
+            self._restart_flag = 0
+        if (
+            cfg.reliable
+            and self._sender.take_abandoned()
+            and self._receiver.peer_epoch
+            and self._serve_keys is None
+        ):
+            # Unacknowledged data was dropped: only a full transfer can cover it now.
+            self._serve_start(now, out, pushed=True)
+
+    def _transmit_unsequenced(self, now: float, bodies: list[bytes], out: list[Action]) -> None:
+        for body in bodies:
+            self._count("frames_tx")
+            if self.config.reliable:
+                out.append(Transmit(codec.assemble([self._seq_header(0, 0), body])))
+            else:
+                out.append(Transmit(codec.assemble([body])))
+
+    def _send_control(self, now: float, out: list[Action]) -> None:
+        """A stand-alone ACK, with NACK ranges for any gap."""
+        r = self._receiver
+        gaps = r.gaps(self.config.max_nacks())
+        body = [self._seq_header(0, 0)]
+        if gaps:
+            body.append(codec.section_bytes(
+                Act.XNACK, [codec.XNACK.pack(g.first, g.last) for g in gaps]))  # fmt: skip
+            r.nack_due = now + self.config.nack_interval
+            self._count("nacks_tx")
+        self._count("acks_tx")
+        out.append(Transmit(codec.assemble(body)))
+
+    def _reliability_timers(self, now: float, out: list[Action]) -> None:
+        cfg = self.config
+        r = self._receiver
+        if (r.ack_due is not None and now >= r.ack_due) or (
+            r.nack_due is not None and now >= r.nack_due
+        ):
+            self._send_control(now, out)
+        for seq in self._sender.due(now, cfg.resend_timeout, cfg.resend_burst):
+            self._resend(seq, out)
+
+    def _resend(self, seq: int, out: list[Action]) -> None:
+        body = self._sender.body(seq)
+        if body is not None:
+            self._count("resends")
+            out.append(Transmit(codec.assemble([self._seq_header(seq, 0), body])))
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self.stats[name] = self.stats.get(name, 0) + n
+
+    # ------------------------------------------------------------------ introspection
+
+    @property
+    def link_is_up(self) -> bool:
+        return self._link_up
+
+    @property
+    def serving_bulk(self) -> bool:
+        return self._serve_keys is not None
+
+    def pending_count(self) -> int:
+        return len(self._pending_full) + len(self._pending_dels) + len(self._pending_updc)
+
