@@ -97,6 +97,7 @@ class Lab:
                 " (carpsim lab status; carpsim lab down)"
             )
         t0 = time.monotonic()
+        owner = os.getpid()
         try:
             self.paths.run_dir.mkdir(parents=True, exist_ok=True)
             self.paths.topology_file.write_text(topology.resolve(self.source)[1])
@@ -124,7 +125,10 @@ class Lab:
             progress(f"ready in {time.monotonic() - t0:.1f}s: {master} MASTER on every VHID")
             return elapsed
         except BaseException:
-            self.down()
+            # Only the process that built the lab tears it down: a forked helper hit by the
+            # same Ctrl-C (pyroute2 forks to create namespaces) must not race it.
+            if os.getpid() == owner:
+                self.down()
             raise
 
     def down(self) -> list[str]:
