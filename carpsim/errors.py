@@ -29,5 +29,5 @@ class ConfigError(CarpsimError, ValueError):
         super().__init__(f"{field}: {message}")
 
 
-class EnvironmentProblem(CarpsimError):
+class EnvironmentProblem(CarpsimError):  # noqa: N818 - a condition to fix, not a bug
     """The host lacks something carpsim needs (privileges, a tool); the text says what to do."""

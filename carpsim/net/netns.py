@@ -7,6 +7,7 @@ so tests and labs never collide and cleanup can find leftovers after a crash.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
@@ -54,10 +55,8 @@ def kill_processes(name: str) -> None:
         ["ip", "netns", "pids", name], capture_output=True, text=True, check=False
     ).stdout.split()
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError, ValueError):
             os.kill(int(pid), 9)
-        except (ProcessLookupError, ValueError):
-            pass
 
 
 def remove(name: str) -> None:

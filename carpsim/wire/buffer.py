@@ -31,7 +31,9 @@ class Buffer:
 
     def _take(self, n: int) -> memoryview:
         if n < 0 or self._pos + n > len(self._data):
-            raise DecodeError(self.reason, f"need {n} bytes at offset {self._pos}, have {self.remaining}")
+            raise DecodeError(
+                self.reason, f"need {n} bytes at offset {self._pos}, have {self.remaining}"
+            )
         view = self._data[self._pos : self._pos + n]
         self._pos += n
         return view

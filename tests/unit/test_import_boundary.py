@@ -9,8 +9,26 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[2] / "carpsim"
 PURE = ("wire", "protocol", "statesync", "dhcp", "configsync", "sim")
-FORBIDDEN_MODULES = {"asyncio", "socket", "time", "os", "subprocess", "pyroute2", "uvloop", "select"}
-RANDOM_FUNCS = {"random", "randint", "getrandbits", "choice", "shuffle", "uniform", "randbytes", "seed"}
+FORBIDDEN_MODULES = {
+    "asyncio",
+    "socket",
+    "time",
+    "os",
+    "subprocess",
+    "pyroute2",
+    "uvloop",
+    "select",
+}
+RANDOM_FUNCS = {
+    "random",
+    "randint",
+    "getrandbits",
+    "choice",
+    "shuffle",
+    "uniform",
+    "randbytes",
+    "seed",
+}
 
 
 def _pure_files() -> list[Path]:
@@ -32,7 +50,10 @@ def _violations(path: Path) -> list[str]:
             if root == "random" and any(a.name in RANDOM_FUNCS for a in node.names):
                 found.append("from random import <module-level function>")
             if node.module.startswith("carpsim.") and node.module.split(".")[1] in {
-                "runtime", "net", "lab", "cli"
+                "runtime",
+                "net",
+                "lab",
+                "cli",
             }:
                 found.append(f"pure code imports edge module {node.module}")
         elif (
@@ -56,5 +77,7 @@ def test_pure_module_stays_pure(path: Path) -> None:
 
 def test_checker_catches_a_violation(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
-    bad.write_text("import socket\nimport random\nx = random.random()\nfrom time import monotonic\n")
+    bad.write_text(
+        "import socket\nimport random\nx = random.random()\nfrom time import monotonic\n"
+    )
     assert len(_violations(bad)) == 3
