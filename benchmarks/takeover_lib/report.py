@@ -14,6 +14,7 @@ MEASURES = (
     ("overhead", "overhead over master-down"),
     ("detection", "last advert -> first advert"),
     ("gap", "data-plane gap (failover)"),
+    ("serve_lag", "new master's first advert -> first reply"),
     ("failback_gap", "data-plane gap (failback)"),
 )
 
@@ -107,15 +108,15 @@ def table(summary: dict[str, dict[str, Any]], pair_ratios: Sequence[dict[str, An
     lines = ["All times in ms: median [min .. max] over the repetitions (p95 for the overhead).",
              "",
              "| contender | master-down (theory) | detection | overhead (p95) | "
-             "data-plane gap | failback gap |",
-             "|---|---|---|---|---|---|"]
+             "data-plane gap | advert -> reply | failback gap |",
+             "|---|---|---|---|---|---|---|"]
     for name, s in summary.items():
         def cell(key: str, s: dict[str, Any] = s) -> str:
             st = s[key]
             return f"{_ms(st['median'])} [{_ms(st['min'])} .. {_ms(st['max'])}]"
         lines.append(f"| {name} (n={s['gap']['n']}) | {_ms(s['master_down'])} | "
                      f"{cell('detection')} | {cell('overhead')} ({_ms(s['overhead']['p95'])}) | "
-                     f"{cell('gap')} | {cell('failback_gap')} |")
+                     f"{cell('gap')} | {cell('serve_lag')} | {cell('failback_gap')} |")
     if pair_ratios:
         lines += ["", "Ratios, rep by rep in the same run: median [min .. max]", "",
                   "| pair | measure | ratio | target |", "|---|---|---|---|"]
@@ -127,7 +128,8 @@ def table(summary: dict[str, dict[str, Any]], pair_ratios: Sequence[dict[str, An
     if cpu is not None:
         lines += ["", f"carpsim idle CPU, {cpu['vhids']} VHIDs at advbase 1 over "
                   f"{cpu['seconds']} s: master {cpu['master_share'] * 100:.2f} % of a core, "
-                  f"backup {cpu['backup_share'] * 100:.2f} %"]
+                  f"backup {cpu['backup_share'] * 100:.2f} % (master on node A for VHIDs "
+                  f"{cpu['master_vhids_on_a']}, {cpu['adverts_seen']} adverts in the window)"]
     if checks:
         lines += ["", "Targets:"]
         lines += [f"- {'met   ' if c['met'] else 'MISSED'} {c['target']}: {c['value']:.4g}"
@@ -160,6 +162,7 @@ def plot(results: Sequence[Result], path: Path) -> None:
                 ax.hlines(statistics.median(values), i - 0.3, i + 0.3, colors="black")
             ax.set_xticks(range(len(names)), names, fontsize=8)
             ax.set_title(f"{title}: {label}", fontsize=9)
+            ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
             ax.grid(axis="y", alpha=0.3)
     fig.suptitle("Takeover: carpsim vs ucarp and keepalived (same segment, same run)")
     fig.tight_layout()

@@ -31,6 +31,7 @@ class Result:
     overhead: float  # detection - master_down (s)
     gap: float  # longest client-side reply gap around the failover (s)
     lost: int
+    serve_lag: float  # B's first advert -> first reply after the gap: VIP/GARP/ARP path (s)
     failback_gap: float  # longest reply gap from plugging A back in until stable (s)
     failback_lost: int
     failback_takeover: float  # A's link up + daemon start -> A's first advert (s)
@@ -116,7 +117,10 @@ def _failover_and_back(seg: Segment, cap: AdvertCapture, prober: IcmpProber, c: 
     detection = first_b.at - last_a[-1].at
     recovered = _wait_replies(prober, first_b.at, timeout=10, c=c)
     time.sleep(0.3)
-    gap, lost = _gap(prober.records(), cut - 1.0, recovered)
+    records = prober.records()
+    gap, lost = _gap(records, cut - 1.0, recovered)
+    gap_end = longest_gap(records, cut - 1.0, recovered)
+    serve_lag = (gap_end.end if gap_end else recovered) - first_b.at
 
     # Failback: the old master's node comes back clean (as after a reboot) and preempts.
     seg.scrub(seg.a)
@@ -129,11 +133,12 @@ def _failover_and_back(seg: Segment, cap: AdvertCapture, prober: IcmpProber, c: 
         raise ScenarioError(f"{c.name}: node a never advertised after coming back")
     stable = _wait_master(cap, prober, seg.a, seg.b, c, first_a.at, timeout=30)
     fb_gap, fb_lost = _gap(prober.records(), back - 0.2, stable)
-    result = Result(c.name, rep, md, detection, detection - md, gap, lost, fb_gap, fb_lost,
-                    first_a.at - back)
+    result = Result(c.name, rep, md, detection, detection - md, gap, lost, serve_lag, fb_gap,
+                    fb_lost, first_a.at - back)
     if verbose:
         print(f"  {c.name} rep {rep}: detection {detection:.4f} s (overhead "
-              f"{(detection - md) * 1e3:+.1f} ms), gap {gap:.4f} s ({lost} lost), "
+              f"{(detection - md) * 1e3:+.1f} ms), gap {gap:.4f} s ({lost} lost, served "
+              f"{serve_lag * 1e3:+.1f} ms after the first advert), "
               f"failback gap {fb_gap:.4f} s ({fb_lost} lost)", flush=True)
     return result
 
