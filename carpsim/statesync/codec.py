@@ -87,22 +87,24 @@ assert len(PEERS_TO_TCP) == len(TCP_TO_PEERS)
 
 
 def peers_to_tcp(src: int, dst: int) -> TcpState:
-    """Exact inverse of TCP_TO_PEERS; other pairs (from a real pf) by the furthest peer."""
+    """Exact inverse of TCP_TO_PEERS; other pairs (from a real pf) by the further-along peer."""
     exact = PEERS_TO_TCP.get((src, dst))
     if exact is not None:
         return exact
-    top = max(src, dst) if max(src, dst) <= L.TIME_WAIT else L.ESTABLISHED
-    if top >= L.TIME_WAIT:
+    pair = {src, dst}
+    if L.TIME_WAIT in pair:
         return TcpState.TIME_WAIT
-    if top >= L.FIN_WAIT_1:
-        return TcpState.FIN_WAIT if min(src, dst) <= L.ESTABLISHED else TcpState.LAST_ACK
-    if top == L.CLOSE_WAIT:
+    if L.LAST_ACK in pair:
+        return TcpState.LAST_ACK
+    if L.FIN_WAIT_2 in pair or L.CLOSE_WAIT in pair:
         return TcpState.CLOSE_WAIT
-    if top == L.ESTABLISHED:
+    if L.FIN_WAIT_1 in pair or L.CLOSING in pair:
+        return TcpState.FIN_WAIT
+    if L.ESTABLISHED in pair or L.PROXY_SRC in pair or L.PROXY_DST in pair:
         return TcpState.ESTABLISHED
-    if top == L.SYN_RECEIVED:
+    if L.SYN_RECEIVED in pair:
         return TcpState.SYN_RECV
-    if top >= L.LISTEN:
+    if L.SYN_SENT in pair or L.LISTEN in pair:
         return TcpState.SYN_SENT
     return TcpState.NONE
 

@@ -1,0 +1,294 @@
+"""Replicator machine driven by hand on exact virtual time (single node + scripted peer)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import pytest
+
+from carpsim.errors import ConfigError
+from carpsim.statesync import codec
+from carpsim.statesync.codec import (
+    BulkStatus,
+    CompressedUpdate,
+    Frame,
+    Section,
+    SeqHeader,
+    StateRef,
+    decode_frame,
+    encode_frame,
+)
+from carpsim.statesync.config import ReplicatorConfig
+from carpsim.statesync.constants import Act, BusStatus
+from carpsim.statesync.events import (
+    Action,
+    BulkCompleted,
+    BulkServed,
+    CountDrop,
+    InstallStates,
+    ReadyChanged,
+    RemoveStates,
+    Transmit,
+)
+from carpsim.statesync.record import FlowKey, StateRecord, TcpState
+from carpsim.statesync.replicator import BulkPhase, Replicator
+
+PEER_EPOCH = 0x51515151
+
+
+def key(i: int, proto: int = 6) -> FlowKey:
+    return FlowKey(proto, bytes([192, 168, 110, i]), 40000 + i, bytes([203, 0, 113, 10]), 443)
+
+
+def local(i: int, st: TcpState = TcpState.SYN_SENT, **kw: object) -> StateRecord:
+    return StateRecord(key(i), tcp_state=st, timeout=120, **kw)  # type: ignore[arg-type]
+
+
+def make(**kw: object) -> Replicator:
+    cfg = ReplicatorConfig(creatorid=0xA1, **kw)  # type: ignore[arg-type]
+    return Replicator(cfg, random.Random(1))
+
+
+def frames(actions: list[Action]) -> list[Frame]:
+    return [decode_frame(a.data) for a in actions if isinstance(a, Transmit)]
+
+
+def sections(actions: list[Action], action: int) -> list[Section]:
+    return [s for f in frames(actions) for s in f.sections if s.action == action]
+
+
+def peer_frame(seq: int, *secs: Section, ack: int = 0, ack_epoch: int = 0) -> bytes:
+    hdr = Section(Act.XSEQ, (SeqHeader(PEER_EPOCH, seq, 1, ack_epoch, ack),))
+    return encode_frame(Frame((hdr, *secs)))
+
+
+def ready_node() -> Replicator:
+    """Started, bulk answered by an empty peer: ready at t=0.01."""
+    r = make()
+    r.started(0.0)
+    bus = [BulkStatus(2, 0, BusStatus.START), BulkStatus(2, 0, BusStatus.END)]
+    out = r.frame_received(0.01, peer_frame(1, Section(Act.BUS, tuple(bus))))
+    assert ReadyChanged(True, "bulk_done") in out
+    assert r.next_deadline() == pytest.approx(0.06)  # delayed ACK
+    (ack,) = frames(r.on_timer(r.next_deadline() or 0.0))
+    assert ack.seq == SeqHeader(r.epoch, 0, 1, PEER_EPOCH, 1)
+    assert r.next_deadline() == 1.0
+    assert r.on_timer(1.0) == []  # liveness refresh: nothing local yet
+    assert r.next_deadline() == 2.0
+    return r
+
+
+def test_start_requests_bulk_and_is_not_ready() -> None:
+    r = make()
+    out = r.started(0.0)
+    assert out[0] == ReadyChanged(False, "bulk_pending")
+    (req,) = sections(out, Act.UPD_REQ)
+    assert req.items == (StateRef(0, 0),)
+    hdr = frames(out)[0].seq
+    assert hdr is not None
+    assert hdr.seq == 0  # requests are unsequenced: the retry timer re-sends them
+    assert r.next_deadline() == 1.0  # refresh tick before the 2 s retry
+    assert r.on_timer(1.0) == []
+    assert r.next_deadline() == 2.0
+
+
+def test_bulk_request_retries_then_gives_up_ready_anyway() -> None:
+    r = make(bulk_max_tries=3, refresh_interval=100.0)
+    r.started(0.0)
+    assert len(sections(r.on_timer(2.0), Act.UPD_REQ)) == 1
+    assert len(sections(r.on_timer(4.0), Act.UPD_REQ)) == 1
+    out = r.on_timer(6.0)
+    assert BulkCompleted(6.0, 0, gave_up=True) in out
+    assert ReadyChanged(True, "bulk_gave_up") in out
+    assert r.bulk_phase is BulkPhase.DONE
+
+
+def test_bulk_receive_completes_and_reports_duration_and_count() -> None:
+    r = make()
+    r.started(0.0)
+    r.frame_received(0.5, peer_frame(1, Section(Act.BUS, (BulkStatus(2, 0, BusStatus.START),))))
+    assert r.bulk_phase is BulkPhase.RECEIVING
+    assert r.next_deadline() == pytest.approx(0.55)  # delayed ACK for the BUS START frame
+    recs = tuple(StateRecord(key(i), creatorid=2, id=i + 1) for i in range(3))
+    out = r.frame_received(0.6, peer_frame(2, Section(Act.UPD, recs)))
+    assert out[0] == InstallStates(recs)
+    out = r.frame_received(0.7, peer_frame(3, Section(Act.BUS, (BulkStatus(2, 0, BusStatus.END),))))
+    assert BulkCompleted(pytest.approx(0.7), 3) in out  # type: ignore[arg-type]
+    assert ReadyChanged(True, "bulk_done") in out
+
+
+def test_link_down_makes_not_ready_and_link_up_requests_again() -> None:
+    r = ready_node()
+    assert r.link_down(1.0) == [ReadyChanged(False, "link_down")]
+    out = r.link_up(2.0)
+    assert ReadyChanged(False, "bulk_pending") in out or r.ready is False
+    assert len(sections(out, Act.UPD_REQ)) == 1
+
+
+def test_local_insert_is_coalesced_and_gets_an_identity() -> None:
+    r = ready_node()
+    assert r.local_inserted(1.0, local(1)) == []
+    assert r.next_deadline() == pytest.approx(1.1)
+    r.local_updated(1.05, local(1, TcpState.ESTABLISHED))
+    out = r.on_timer(1.1)
+    (ins,) = sections(out, Act.INS)
+    (rec,) = ins.items
+    assert isinstance(rec, StateRecord)
+    assert rec.creatorid == 0xA1
+    assert rec.id != 0
+    assert rec.tcp_state is TcpState.ESTABLISHED  # latest state, one record
+    assert sections(out, Act.UPD) == []
+
+
+def test_insert_then_delete_within_the_window_sends_nothing() -> None:
+    r = ready_node()
+    r.local_inserted(1.0, local(1))
+    r.local_deleted(1.01, key(1))
+    assert r.on_timer(1.1) == []
+
+
+def test_delete_after_send_goes_out_as_del_c_and_is_idempotent() -> None:
+    r = ready_node()
+    r.local_inserted(1.0, local(1))
+    (ins,) = sections(r.on_timer(1.1), Act.INS)
+    rec = ins.items[0]
+    assert isinstance(rec, StateRecord)
+    assert r.local_deleted(2.0, key(1)) == []
+    assert r.local_deleted(2.0, key(1)) == []  # unknown now: ignored
+    (dels,) = sections(r.on_timer(2.1), Act.DEL_C)
+    assert dels.items == (StateRef(0xA1, rec.id),)
+
+
+def test_echo_of_installed_state_is_not_resent() -> None:
+    r = ready_node()
+    peer_rec = StateRecord(key(5), creatorid=2, id=9, tcp_state=TcpState.ESTABLISHED,
+                           nat_src=(bytes([192, 168, 100, 254]), 5000), timeout=300)  # fmt: skip
+    out = r.frame_received(1.0, peer_frame(2, Section(Act.INS, (peer_rec,))))
+    assert InstallStates((peer_rec,)) in out
+    echo = replace(peer_rec, creatorid=0, id=0, status=0x1CE)  # kernel adds CONFIRMED etc.
+    assert r.local_inserted(1.01, echo) == []
+    assert r.pending_count() == 0
+    # traffic through us later moves the counters: refreshed as UPD_C with the peer's identity
+    r.local_updated(1.5, replace(echo, packets=(3, 2)))
+    out = r.on_timer(2.0)
+    (upd_c,) = sections(out, Act.UPD_C)
+    item = upd_c.items[0]
+    assert isinstance(item, CompressedUpdate)
+    assert (item.creatorid, item.id, item.timeout) == (2, 9, 300)
+
+
+def test_sync_traffic_and_sync_addresses_are_never_replicated() -> None:
+    r = ready_node()
+    r2 = make(excluded_addresses=frozenset({"192.168.110.7"}))
+    r.local_inserted(1.0, StateRecord(key(1, proto=240)))
+    assert r.pending_count() == 0
+    r2.local_inserted(1.0, local(7))
+    assert r2.pending_count() == 0
+    r2.local_inserted(1.0, local(8))
+    assert r2.pending_count() == 1
+
+
+def test_bad_frames_are_counted_not_raised() -> None:
+    r = ready_node()
+    assert r.frame_received(1.0, b"\x06" + bytes(30)) == [CountDrop("badver", "version 6")]
+    assert r.frame_received(1.0, b"") == [CountDrop("badlen", "0 bytes < header")]
+
+
+def test_own_frames_are_dropped_as_loop() -> None:
+    r = make()
+    out = r.started(0.0)
+    (own,) = [a for a in out if isinstance(a, Transmit)]
+    assert r.frame_received(0.1, own.data) == [CountDrop("loop", "own epoch")]
+
+
+def test_unknown_compressed_update_requests_the_full_state() -> None:
+    r = ready_node()
+    upd = CompressedUpdate(2, 77, TcpState.ESTABLISHED, 60)
+    assert r.frame_received(1.0, peer_frame(2, Section(Act.UPD_C, (upd,)))) == []
+    (req,) = sections(r.on_timer(1.1), Act.UPD_REQ)
+    assert req.items == (StateRef(2, 77),)
+
+
+def test_compressed_update_applies_forward_and_refuses_backwards() -> None:
+    r = ready_node()
+    rec = StateRecord(key(3), creatorid=2, id=4, tcp_state=TcpState.FIN_WAIT, timeout=10)
+    r.frame_received(1.0, peer_frame(2, Section(Act.INS, (rec,))))
+    upd = CompressedUpdate(2, 4, TcpState.TIME_WAIT, 120)
+    out = r.frame_received(1.1, peer_frame(3, Section(Act.UPD_C, (upd,))))
+    assert out == [InstallStates((replace(rec, tcp_state=TcpState.TIME_WAIT, timeout=120),))]
+    back = CompressedUpdate(2, 4, TcpState.ESTABLISHED, 999)
+    out = r.frame_received(1.2, peer_frame(4, Section(Act.UPD_C, (back,))))
+    assert out == [CountDrop("stale", "compressed update")]
+
+
+def test_full_update_request_and_del_c_and_clr_from_peer() -> None:
+    r = ready_node()
+    r.local_inserted(1.0, local(1))
+    rec = sections(r.on_timer(1.1), Act.INS)[0].items[0]
+    assert isinstance(rec, StateRecord)
+    r.frame_received(1.2, peer_frame(2, Section(Act.UPD_REQ, (StateRef(0xA1, rec.id),))))
+    (upd,) = sections(r.on_timer(1.3), Act.UPD)
+    assert upd.items == (rec,)
+    peer = StateRecord(key(9), creatorid=2, id=1)
+    r.frame_received(1.4, peer_frame(3, Section(Act.INS, (peer,))))
+    out = r.frame_received(1.5, peer_frame(4, Section(Act.DEL_C, (StateRef(2, 1), StateRef(2, 1)))))
+    assert out == [RemoveStates((key(9),))]
+    r.frame_received(1.6, peer_frame(5, Section(Act.INS, (peer,))))
+    out = r.frame_received(1.7, peer_frame(6, Section(Act.CLR, (codec.Clear(2),))))
+    assert out == [RemoveStates((key(9),))]
+
+
+def test_serves_a_paced_bulk_on_request() -> None:
+    r = ready_node()
+    for i in range(40):
+        r.local_inserted(1.0, local(i))
+    r.on_timer(1.1)
+    cfg = r.config
+    req = peer_frame(0, Section(Act.UPD_REQ, (StateRef(0, 0),)))
+    out = r.frame_received(2.0, req)
+    bus = sections(out, Act.BUS)
+    assert bus[0].items[0] == BulkStatus(0xA1, 0, BusStatus.START)
+    states = [i for s in sections(out, Act.UPD) for i in s.items]
+    assert len(states) == 40
+    assert max(len(s.items) for s in sections(out, Act.UPD)) == cfg.states_per_frame() == 5
+    assert bus[-1].items[0] == BulkStatus(0xA1, 0, BusStatus.END)
+    assert BulkServed(0.0, 40, False) in out
+    assert all(len(a.data) <= cfg.mtu - 20 for a in out if isinstance(a, Transmit))
+
+
+def test_bulk_pacing_spreads_frames_over_ticks() -> None:
+    r = make(bulk_frames_per_tick=2, flush_interval=0.01)
+    r.started(0.0)
+    for i in range(30):
+        r.local_inserted(0.0, local(i))
+    out = r.frame_received(0.5, peer_frame(0, Section(Act.UPD_REQ, (StateRef(0, 0),))))
+    assert len(sections(out, Act.UPD)) == 2
+    assert r.serving_bulk
+    assert r.next_deadline() == pytest.approx(0.52)
+    out = r.on_timer(0.52)
+    assert len(sections(out, Act.UPD)) == 2
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("creatorid", 0),
+        ("mtu", 200),
+        ("flush_interval", 0.0),
+        ("bulk_max_tries", 0),
+        ("excluded_addresses", frozenset({"nope"})),
+    ],
+)
+def test_config_errors_name_the_field(field: str, value: object) -> None:
+    kw: dict[str, object] = {"creatorid": 1, field: value}
+    with pytest.raises(ConfigError) as exc:
+        ReplicatorConfig(**kw)  # type: ignore[arg-type]
+    assert exc.value.field == field
+
+
+def test_plain_mode_sends_no_extension() -> None:
+    r = make(reliable=False)
+    out = r.started(0.0)
+    assert frames(out)[0].seq is None
+    assert r.config.states_per_frame() == 5

@@ -1,0 +1,70 @@
+"""In-memory StateTable: pfsync apply rules, identity index, idempotent deletes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from carpsim.statesync.record import FlowKey, StateRecord, TcpState
+from carpsim.statesync.table import InMemoryStateTable, StateTable, should_apply
+
+KEY = FlowKey(6, bytes([10, 0, 0, 1]), 1000, bytes([10, 0, 0, 2]), 80)
+REC = StateRecord(KEY, creatorid=1, id=10, tcp_state=TcpState.ESTABLISHED, timeout=100)
+
+
+def test_implements_the_shared_interface() -> None:
+    table: StateTable = InMemoryStateTable()
+    assert table.apply(REC)
+    assert table.snapshot() == [REC]
+    assert table.get(KEY) == REC
+    assert len(table) == 1
+    assert table.delete(KEY)
+    assert not table.delete(KEY)  # idempotent
+    assert len(table) == 0
+
+
+def test_tcp_state_never_moves_backwards_for_the_same_identity() -> None:
+    t = InMemoryStateTable()
+    t.apply(replace(REC, tcp_state=TcpState.FIN_WAIT))
+    assert not t.apply(REC)
+    assert t.get(KEY).tcp_state is TcpState.FIN_WAIT  # type: ignore[union-attr]
+    assert t.apply(replace(REC, tcp_state=TcpState.CLOSE_WAIT, timeout=5))  # same rank, newer data
+    assert t.get(KEY).timeout == 5  # type: ignore[union-attr]
+
+
+def test_identical_record_is_not_a_change() -> None:
+    t = InMemoryStateTable()
+    assert t.apply(REC)
+    assert not t.apply(REC)
+    assert not should_apply(REC, REC)
+
+
+def test_new_identity_under_the_same_key_replaces_even_if_earlier() -> None:
+    t = InMemoryStateTable()
+    t.apply(replace(REC, tcp_state=TcpState.TIME_WAIT))
+    fresh = replace(REC, id=11, tcp_state=TcpState.SYN_SENT)
+    assert t.apply(fresh)
+    assert t.get(KEY) == fresh
+    assert t.by_id(1, 10) is None
+    assert t.by_id(1, 11) == fresh
+
+
+def test_identity_index_and_clear_creator() -> None:
+    t = InMemoryStateTable()
+    other = FlowKey(17, bytes([10, 0, 0, 3]), 53, bytes([10, 0, 0, 4]), 53)
+    t.apply(REC)
+    t.apply(StateRecord(other, creatorid=2, id=10))
+    assert t.delete_by_id(1, 10) == KEY
+    assert t.delete_by_id(1, 10) is None
+    t.apply(REC)
+    assert t.clear_creator(2) == [other]
+    assert t.keys() == [KEY]
+
+
+def test_a_reused_identity_evicts_the_stale_holder() -> None:
+    t = InMemoryStateTable()
+    other = FlowKey(6, bytes([10, 0, 0, 9]), 1, bytes([10, 0, 0, 2]), 80)
+    t.put(REC)
+    t.put(StateRecord(other, creatorid=1, id=10))
+    assert KEY not in t
+    assert t.by_id(1, 10).key == other  # type: ignore[union-attr]
+    assert len(t) == 1
