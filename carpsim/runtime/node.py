@@ -271,6 +271,7 @@ class CarpNode:
                 self._count_drop(action)
             elif isinstance(action, AdvertAccepted):
                 pass  # the machine keeps last_advert_at/src for status and metrics
+        self.metrics.demote.set(self.group.group_demote)
 
     def _tx_error(self, what: str, exc: OSError) -> None:
         reason = errno.errorcode.get(exc.errno or 0, "oserror").lower()
@@ -328,7 +329,6 @@ class CarpNode:
         vhid = str(action.vhid)
         self.metrics.transitions.labels(vhid=vhid, **{"from": old, "to": new}).inc()
         self.metrics.state.labels(vhid=vhid).set(STATE_VALUE[new])
-        self.metrics.demote.set(self.group.group_demote)
         log.info("vhid %d on %s: %s -> %s (%s)", action.vhid, rt.spec.interface, old, new,
                  action.reason)
         if self._events is not None:
