@@ -262,7 +262,9 @@ def _looks_like_vrrp(payload: bytes) -> bool:
         return False
     if version == VRRP_V3:
         return True
-    return len(payload) < CARP_HEADER_LEN or payload[3] != CARP_AUTHLEN
+    # Byte 3 is CARP's authlen (always 7) but VRRPv2's address count: a short packet that still
+    # says authlen 7 is a truncated CARP advert (badlen), not VRRP.
+    return len(payload) >= 4 and payload[3] != CARP_AUTHLEN
 
 
 def _advert_from(data: bytes) -> CarpAdvert:

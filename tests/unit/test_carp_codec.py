@@ -225,6 +225,18 @@ def test_vrrp_is_not_carp_and_not_badver() -> None:
     assert describe_vrrp(UCARP_WIRE) is None
 
 
+def test_truncated_carp_advert_is_badlen_not_vrrp() -> None:
+    # A CARP advert cut short still carries authlen 7 in byte 3; it is a damaged advert.
+    carp = UCARP_WIRE[20:]
+    for cut in (4, 20, 35):
+        with pytest.raises(DecodeError) as err:
+            decode_packet(_ip_wrap(carp[:cut]))
+        assert err.value.reason == DropReason.BADLEN, cut
+    with pytest.raises(DecodeError) as err:
+        decode_packet(_ip_wrap(carp[:3]))
+    assert err.value.reason == DropReason.BADLEN
+
+
 def test_other_ip_protocols_are_not_carp() -> None:
     packet = bytearray(UCARP_WIRE)
     packet[9] = 240  # pfsync
