@@ -34,6 +34,8 @@ from carpsim.protocol.codec import (
     ip_protocol,
 )
 from carpsim.protocol.constants import IPPROTO_CARP
+from carpsim.statesync.codec import describe_frame
+from carpsim.statesync.constants import IPPROTO_PFSYNC
 
 
 @dataclass
@@ -110,8 +112,22 @@ def _check_hmac(
     record["vips_inferred"] = [str(v) for v in ctx.inferred_vips]
 
 
-DECODERS: dict[int, Decoder] = {IPPROTO_CARP: decode_proto_112}
-"""IP protocol number -> decoder; add pfsync (240) here."""
+def decode_proto_240(time: float, packet: bytes, _ctx: DecodeContext) -> dict[str, Any]:
+    """A pfsync-style state sync frame: header fields plus one summary per section."""
+    summary = describe_frame(packet)
+    record: dict[str, Any] = {
+        "time": time,
+        "type": "pfsync",
+        "src": str(IPv4Address(packet[12:16])),
+        "dst": str(IPv4Address(packet[16:20])),
+        "ttl": packet[8],
+        **{k: v for k, v in summary.items() if k != "protocol"},
+    }
+    return record
+
+
+DECODERS: dict[int, Decoder] = {IPPROTO_CARP: decode_proto_112, IPPROTO_PFSYNC: decode_proto_240}
+"""IP protocol number -> decoder."""
 
 
 def decode_capture(
@@ -156,6 +172,13 @@ def _yes_no(value: object) -> str:
     return "-" if value is None else ("ok" if value else "BAD")
 
 
+def _pfsync_summary(record: dict[str, Any]) -> str:
+    if "error" in record:
+        return f"invalid pfsync frame: {record['error']} {record.get('detail', '')}"
+    parts = [f"{sec['action']} x{sec['count']}" for sec in record["sections"]]
+    return f"pfsync v{record['version']} {record['length']} bytes: " + ", ".join(parts)
+
+
 def render_table(records: list[dict[str, Any]]) -> str:
     header = (
         f"{'TIME':<17} {'TYPE':<5} {'SRC':<15} {'DST':<15} {'TTL':>3} {'VHID':>4} "
@@ -179,6 +202,11 @@ def render_table(records: list[dict[str, Any]]) -> str:
                 f"{r['vrid']:>4} VRRPv{r['version']} priority {r['priority']} "
                 f"interval {r['interval_s']}s addresses {','.join(r['addresses'])}"
             )
+        elif kind == "pfsync":
+            lines.append(
+                f"{r['time']:<17.6f} {kind:<6}{r['src']:<15} {r['dst']:<15} {r['ttl']:>3} "
+                + _pfsync_summary(r)
+            )
         else:
             lines.append(f"{r['time']:<17.6f} {kind:<5} {r['reason']}: {r.get('detail', '')}")
     return "\n".join(lines)
@@ -196,7 +224,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("decode", help="decode CARP (and VRRP) adverts in a pcap/pcapng capture")
+    p = sub.add_parser(
+        "decode", help="decode CARP adverts (VRRP shown as such) and pfsync frames in a capture"
+    )
     p.add_argument("file", help="capture file (pcap or pcapng; Ethernet or Linux cooked)")
     p.add_argument("--password", help="CARP password, to verify the HMAC")
     p.add_argument(

@@ -14,6 +14,9 @@ from carpsim.cli import main
 from carpsim.cli.decode import DECODERS, decode_capture
 from carpsim.protocol.codec import encode_packet
 from carpsim.protocol.constants import IPPROTO_CARP
+from carpsim.statesync.codec import Frame, Section, encode_frame
+from carpsim.statesync.constants import IPPROTO_PFSYNC, Act
+from carpsim.statesync.record import FlowKey, StateRecord, TcpState
 
 VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "vectors" / "ucarp"
 PW = "K33p_It_S3cr3t!"
@@ -131,7 +134,7 @@ def test_decode_bad_files_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_decoders_dispatch_on_ip_protocol() -> None:
-    assert set(DECODERS) == {IPPROTO_CARP}
+    assert set(DECODERS) == {IPPROTO_CARP, IPPROTO_PFSYNC}
     records = decode_capture(vector("ucarp-failover-kill.pcap"))
     assert all(r["type"] == "carp" for r in records)  # the ICMP pings are not listed
 
@@ -172,3 +175,32 @@ def test_decode_unwraps_link_types(
     main(["decode", str(capture), "--password", "secret", "--vip", "10.99.0.100", "--json"])
     (record,) = json_lines(capsys.readouterr().out)
     assert (record["vhid"], record["hmac_ok"], record["checksum_ok"]) == (7, True, True)
+
+
+def _ipv4(proto: int, payload: bytes, ttl: int = 255) -> bytes:
+    header = bytearray(encode_packet(src=IPv4Address("172.16.1.5"), dst=IPv4Address("172.16.1.6"),
+                                     ip_id=7, advert_bytes=payload)[:20])
+    header[8], header[9] = ttl, proto
+    return bytes(header) + payload
+
+
+def test_decode_shows_pfsync_frames(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key = FlowKey(6, bytes([192, 168, 110, 10]), 40000, bytes([203, 0, 113, 10]), 80)
+    rec = StateRecord(key, creatorid=1, id=42, nat_src=(bytes([192, 168, 100, 254]), 61000),
+                      tcp_state=TcpState.ESTABLISHED, timeout=3600)
+    frame = encode_frame(Frame((Section(Act.INS, (rec, rec)),)))
+    capture = tmp_path / "sync.pcap"
+    _write_pcap(capture, [_ipv4(IPPROTO_PFSYNC, frame), _ipv4(IPPROTO_PFSYNC, frame[:9])])
+    assert main(["decode", str(capture), "--json"]) == 0
+    good, bad = json_lines(capsys.readouterr().out)
+    assert good["type"] == "pfsync"
+    assert (good["src"], good["dst"], good["ttl"]) == ("172.16.1.5", "172.16.1.6", 255)
+    sections = good["sections"]
+    assert isinstance(sections, list)
+    assert [(s["action"], s["count"]) for s in sections] == [("INS", 2)]
+    assert bad["type"] == "pfsync"
+    assert bad["error"] == "badlen"
+    assert main(["decode", str(capture)]) == 0
+    table = capsys.readouterr().out
+    assert "INS x2" in table
+    assert "invalid pfsync frame: badlen" in table
