@@ -16,6 +16,7 @@ from carpsim.errors import ConfigError
 from carpsim.lab import builder, status
 from carpsim.lab.session import Lab, LabAlreadyUpError, resolve_prefix
 from carpsim.lab.state import LabPaths, remove_run_dir
+from carpsim.lab.unsinkable import add_parser as add_unsinkable_parser
 
 
 def _say(line: str) -> None:
@@ -117,6 +118,8 @@ def register(subparsers: Any) -> None:
 
     p = sub.add_parser("down", help="remove everything the lab created (idempotent)")
     p.set_defaults(func=_down)
+
+    add_unsinkable_parser(sub)  # `carpsim lab unsinkable` (carpsim/lab/unsinkable.py)
 
     for action in sub.choices.values():
         action.add_argument("--prefix", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
