@@ -24,7 +24,7 @@ def _say(line: str) -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
-    lab = Lab.create(args.topology, args.prefix)
+    lab = Lab.create(args.topology, args.prefix, statesync=not args.no_statesync)
     try:
         lab.up(progress=_say)
     except LabAlreadyUpError as exc:
@@ -97,6 +97,8 @@ def register(subparsers: Any) -> None:
     p = sub.add_parser("up", help="build the lab and wait until CARP has converged")
     p.add_argument("topology", nargs="?", default="reference",
                    help="a topology file or built-in name (reference, three-node)")
+    p.add_argument("--no-statesync", action="store_true",
+                   help="do not replicate connection state (control runs: flows should die)")
     p.set_defaults(func=_up)
 
     p = sub.add_parser("status", help="CARP state of every VHID on every node, plus health")

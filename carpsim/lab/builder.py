@@ -58,6 +58,10 @@ def node_sysctls() -> dict[str, str | int]:
         "net.ipv4.conf.default.rp_filter": 0,
         # No pickup of mid-stream TCP: a backup without replicated state must not fake it.
         "net.netfilter.nf_conntrack_tcp_loose": 0,
+        # State sync: every entry reports updates/destroy (not only those created while a
+        # listener existed), and packet counters drive the replicator's liveness refresh.
+        "net.netfilter.nf_conntrack_events": 1,
+        "net.netfilter.nf_conntrack_acct": 1,
     }
 
 

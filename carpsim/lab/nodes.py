@@ -28,8 +28,14 @@ def _q(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def node_config(topology: Topology, paths: LabPaths, node: Host) -> str:
-    """The ``carpsim node`` TOML for one node (every VHID it carries)."""
+def node_config(
+    topology: Topology, paths: LabPaths, node: Host, *, statesync: bool = True
+) -> str:
+    """The ``carpsim node`` TOML for one node (every VHID it carries).
+
+    statesync=False writes the [statesync] section with ``enabled = false``: the control run
+    that shows what the failover looks like without replicated state.
+    """
     assert node.advskew is not None
     carp = topology.carp
     lines = [
@@ -65,14 +71,16 @@ def node_config(topology: Topology, paths: LabPaths, node: Host) -> str:
                 "[statesync]",
                 f"interface = {_q(node.interface(sync))}",
                 f"peer = {_q(str(peers[0].addresses[sync]))}",
-                "enabled = true",
+                f"enabled = {'true' if statesync else 'false'}",
             ]
     return "\n".join(lines) + "\n"
 
 
-def write_config(topology: Topology, paths: LabPaths, node: Host) -> Path:
+def write_config(
+    topology: Topology, paths: LabPaths, node: Host, *, statesync: bool = True
+) -> Path:
     path = paths.node_config(node.name)
-    path.write_text(node_config(topology, paths, node))
+    path.write_text(node_config(topology, paths, node, statesync=statesync))
     return path
 
 

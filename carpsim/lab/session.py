@@ -1,6 +1,7 @@
 """One lab as an object: up, down, kill, start, exec — what `carpsim lab` and the demo call.
 
     lab = Lab.create("reference", prefix="cs7f3a-")   # or Lab.attach(prefix) for a running one
+    # Lab.create(..., statesync=False): node configs get [statesync] enabled = false
     lab.up(progress=print)          # builds, starts daemons, waits for node1 MASTER everywhere
     lab.kill("node1"); lab.start("node1")
     lab.down()                      # idempotent; finds everything by prefix
@@ -58,12 +59,16 @@ class Lab:
     topology: Topology
     paths: LabPaths
     source: str
+    statesync: bool = True
+    """Replicate connection state between the nodes (False: the no-sync control run)."""
 
     @classmethod
-    def create(cls, spec: str | None = None, prefix: str | None = None) -> Lab:
+    def create(
+        cls, spec: str | None = None, prefix: str | None = None, *, statesync: bool = True
+    ) -> Lab:
         source, text = topology.resolve(spec)
         topo = topology.loads(text, source)
-        return cls(topo, LabPaths(resolve_prefix(prefix, topo.name)), source)
+        return cls(topo, LabPaths(resolve_prefix(prefix, topo.name)), source, statesync)
 
     @classmethod
     def attach(cls, prefix: str | None = None) -> Lab:
@@ -75,7 +80,7 @@ class Lab:
                 "prefix", f"no lab is running under {paths.prefix!r} (start one: carpsim lab up)"
             )
         topo = topology.loads(paths.topology_file.read_text(), str(paths.topology_file))
-        return cls(topo, paths, str(data.get("source", "")))
+        return cls(topo, paths, str(data.get("source", "")), bool(data.get("statesync", True)))
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -102,12 +107,13 @@ class Lab:
             self.paths.run_dir.mkdir(parents=True, exist_ok=True)
             self.paths.topology_file.write_text(topology.resolve(self.source)[1])
             st = state.new_state(self.paths, self.topology.name, self.source)
+            st["statesync"] = self.statesync
             state.write_state(self.paths, st)
             progress(f"building lab {self.topology.name!r} (prefix {self.paths.prefix})")
             builder.build(self.topology, self.paths, progress)
             started = time.monotonic()
             for node in self.topology.nodes:
-                nodes.write_config(self.topology, self.paths, node)
+                nodes.write_config(self.topology, self.paths, node, statesync=self.statesync)
                 pid = nodes.start_daemon(self.paths, node)
                 progress(f"{node.name:<8} carpsim node started (pid {pid}, advskew {node.advskew})")
             master = nodes.preferred_master(self.topology)

@@ -35,6 +35,7 @@ def collect(lab: Lab) -> dict[str, Any]:
             "control": "answering" if status else "silent",
             "links": builder.link_states(lab.paths, node),
             "vhids": (status or {}).get("vhids", []),
+            "statesync": _statesync_summary(status),
         }
     for vip in topo.vips:
         row: dict[str, Any] = {
@@ -49,6 +50,35 @@ def collect(lab: Lab) -> dict[str, Any]:
             row["state"][node.name] = states.get((node.interface(vip.segment), vip.vhid), fallback)
         out["vhids"].append(row)
     return out
+
+
+def _statesync_summary(status: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The node's statesync section cut to what a per-node table shows (None: not running)."""
+    if not status:
+        return None
+    sync = status.get("statesync")
+    if not isinstance(sync, dict) or "ready" not in sync:
+        return {"enabled": False}
+    return {
+        "enabled": True,
+        "ready": sync.get("ready"),
+        "reason": sync.get("reason"),
+        "states": sync.get("states", {}),
+        "bulk": sync.get("bulk", {}),
+        "drops": sync.get("drops", {}),
+    }
+
+
+def _render_sync(sync: dict[str, Any] | None) -> str:
+    if sync is None:
+        return "-"
+    if not sync.get("enabled"):
+        return "off"
+    states = sync.get("states", {})
+    word = "ready" if sync.get("ready") else "NOT READY"
+    return (f"{word} ({sync.get('reason')}), {states.get('kernel', 0)} kernel /"
+            f" {states.get('mirror', 0)} mirror states, {sync.get('bulk', {}).get('count', 0)}"
+            " bulk")
 
 
 def render(data: dict[str, Any]) -> str:
@@ -69,4 +99,7 @@ def render(data: dict[str, Any]) -> str:
         proc = f"running (pid {node['pid']})" if node["pid"] else "off"
         links = ", ".join(f"{s} {st}" for s, st in node["links"].items())
         lines.append(f"{name:<8}{node['advskew']:>5}  {proc:<22}{node['control']:<11}{links}")
+    lines += ["", "state sync"]
+    for name, node in data["nodes"].items():
+        lines.append(f"{name:<8}{_render_sync(node.get('statesync'))}")
     return "\n".join(line.rstrip() for line in lines)

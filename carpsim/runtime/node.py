@@ -53,6 +53,7 @@ from carpsim.runtime.events_log import EventsLog
 from carpsim.runtime.hooks import HookRunner
 from carpsim.runtime.metrics import STATE_VALUE, CarpMetrics
 from carpsim.runtime.nodeconfig import NodeConfig, VhidSpec
+from carpsim.runtime.statesync_service import StateSyncService
 
 log = logging.getLogger("carpsim.node")
 
@@ -103,6 +104,12 @@ class CarpNode:
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stop_requested = asyncio.Event()
+        # The operator's demote (config, `demote` command) and state sync's "not ready"
+        # demotion add up, so neither can cancel the other.
+        self._admin_demote = config.vhids[0].carp.demote if config.vhids else 0
+        self.statesync: StateSyncService | None = None
+        if config.sync is not None:
+            self.statesync = StateSyncService(config.sync, self._statesync_ready, rng=self._rng)
 
     # ------------------------------------------------------------------ setup
 
@@ -128,6 +135,8 @@ class CarpNode:
                              ("downscript", self.config.downscript)):
             if script is not None and not (os.path.isfile(script) and os.access(script, os.X_OK)):
                 raise ConfigError(name, f"not an executable file: {script}")
+        if self.statesync is not None:
+            self.statesync.prepare(self.links)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -159,6 +168,9 @@ class CarpNode:
             self._sockets[index] = sock
             self._parent_up[index] = parent.usable
         self._driver = Driver(self.group, self.execute, loop)
+        if self.statesync is not None:
+            # Before the first advert: a node without the state table starts demoted (§1.7).
+            self.statesync.start(loop)
         for sock in self._sockets.values():
             sock.start(loop)
         self._watcher = LinkWatcher(self._link_event)
@@ -166,6 +178,12 @@ class CarpNode:
         self.control = ControlServer(cfg.control, self.status)
         self.control.add_command("demote", self._cmd_demote)
         self.control.add_command("shutdown", self._cmd_shutdown)
+        self.control.add_command("metrics", self._cmd_metrics)
+        if self.statesync is not None:
+            from carpsim.runtime import statesync_metrics  # noqa: PLC0415 - only with sync
+
+            self.control.add_section("statesync", self.statesync.status)
+            statesync_metrics.register(self.metrics.registry, self.statesync)
         await self.control.start()
         if cfg.metrics_port:
             self.metrics.serve(cfg.metrics_port)
@@ -175,8 +193,8 @@ class CarpNode:
             self._driver.feed(self.group.link_down, down)
         if up:
             self._driver.feed(self.group.link_up, up)
-        if self.config.vhids and self.config.vhids[0].carp.demote:
-            self._driver.feed(self.group.set_demote, self.config.vhids[0].carp.demote)
+        if self._total_demote():
+            self._driver.feed(self.group.set_demote, self._total_demote())
         log.info("node %s: %d vhid(s) started", cfg.name, len(self.vhids))
 
     def _reclaim(self, rt: VhidRuntime) -> None:
@@ -193,6 +211,8 @@ class CarpNode:
         if self._stopping:
             return
         self._stopping = True
+        if self.statesync is not None:
+            self.statesync.stop()
         if self._driver is not None:
             self._driver.feed(self.group.shutdown)
             self._driver.stop()
@@ -246,8 +266,28 @@ class CarpNode:
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 255:
             raise ValueError("demote: value must be an integer 0..255")
         assert self._driver is not None
-        self._driver.feed(self.group.set_demote, value)
+        self._admin_demote = value
+        self._driver.feed(self.group.set_demote, self._total_demote())
         return {"demote": self.group.group_demote}
+
+    def _cmd_metrics(self, _req: JsonDict) -> JsonDict:
+        from prometheus_client import generate_latest  # noqa: PLC0415
+
+        return {"text": generate_latest(self.metrics.registry).decode()}
+
+    def _total_demote(self) -> int:
+        sync = self.statesync.demotion if self.statesync is not None else 0
+        return min(self._admin_demote + sync, 255)
+
+    def _statesync_ready(self, ready: bool, reason: str) -> None:
+        """Replicator readiness -> CARP group demotion (OpenBSD pfsync style, spec §1.7)."""
+        if self._driver is None:
+            return
+        # Called from inside the statesync driver's execute: feeding the CARP driver here is
+        # a separate machine, so there is no re-entrancy into the replicator.
+        self._driver.feed(self.group.set_demote, self._total_demote())
+        log.info("statesync %s (%s): group demote now %d", "ready" if ready else "not ready",
+                 reason, self.group.group_demote)
 
     def _cmd_shutdown(self, _req: JsonDict) -> JsonDict:
         self.stop_requested.set()
@@ -402,4 +442,5 @@ class CarpNode:
             "tx_packets": self.tx_packets,
             "tx_errors": dict(self.tx_errors),
             "demote": self.group.group_demote,
+            "admin_demote": self._admin_demote,
         }

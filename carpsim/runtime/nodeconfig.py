@@ -29,8 +29,12 @@ Format (the lab generates exactly this; see docs/node-config.md)::
     vips = ["192.168.110.254/24"]
     # optional overrides: advbase, advskew, password, preempt, deadratio, real_mac, peer
 
-    [statesync]                                     # reserved for the state-sync subsystem:
-                                                    # accepted and passed through untouched
+    [statesync]                                     # pfsync-style state replication
+    interface = "sync"                              # the SYNC link (required when enabled)
+    peer = "172.16.1.6"                             # unicast sync peer (default: 224.0.0.240)
+    enabled = true                                  # default true when the section exists
+    # optional: group, creatorid, demote, mtu, reliable, flush_interval, bulk_*, refresh_interval
+    # (validated into `NodeConfig.sync`; the raw table stays in `NodeConfig.statesync`)
 
 Every error raises `ConfigError(field, message)` with a dotted field such as ``vhid[1].srcip``.
 Loading only reads and validates: it never touches the host.
@@ -39,6 +43,7 @@ Loading only reads and validates: it never touches the host.
 from __future__ import annotations
 
 import tomllib
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface
@@ -48,6 +53,7 @@ from typing import Any
 from carpsim.errors import ConfigError
 from carpsim.protocol.config import CarpConfig, parse_vip
 from carpsim.protocol.constants import CARP_GROUP_V4, MasterDownFormula
+from carpsim.statesync.config import ReplicatorConfig
 
 DEFAULT_CONTROL = "/run/carpsim/carpsim.sock"
 MAX_IFNAME = 15
@@ -75,6 +81,76 @@ class NodeConfig:
     neutral: bool = False
     shutdown_scripts: bool = False
     statesync: Mapping[str, Any] = field(default_factory=dict)
+    sync: StateSyncConfig | None = None
+    """The validated [statesync] section (None: no section, or enabled = false)."""
+
+
+@dataclass(frozen=True)
+class StateSyncConfig:
+    """[statesync]: where the replicator talks and how it is tuned (docs/node-config.md)."""
+
+    interface: str
+    peer: IPv4Address | None
+    """Unicast sync peer; None = the pfsync multicast group 224.0.0.240."""
+    replicator: ReplicatorConfig
+    demote: int = 32
+    """CARP demotion while not ready (OpenBSD pfsync: +32 during the bulk phase)."""
+
+
+_SYNC_FLOATS = (
+    "flush_interval", "bulk_tick", "bulk_retry_interval", "bulk_timeout", "refresh_interval",
+    "ack_delay", "resend_timeout",
+)  # fmt: skip
+_SYNC_INTS = ("bulk_frames_per_tick", "bulk_max_tries", "mtu", "creatorid", "sweep_per_interval")
+_SYNC_KEYS = {"interface", "peer", "enabled", "group", "demote", "reliable", *_SYNC_FLOATS,
+              *_SYNC_INTS}  # fmt: skip
+
+
+def default_creatorid(name: str) -> int:
+    """A stable non-zero pfsync host id per node name (pf picks a random one at boot)."""
+    return zlib.crc32(name.encode()) or 1
+
+
+def parse_statesync(table: Mapping[str, Any], node_name: str) -> StateSyncConfig | None:
+    """Validate [statesync]; None when it is disabled. Errors name ``statesync.<field>``."""
+    where = "statesync"
+    _unknown(table, _SYNC_KEYS, where)
+    if not _typed(table, "enabled", bool, where, True):
+        return None
+    interface = _typed(table, "interface", str, where, "")
+    if not interface:
+        raise ConfigError("statesync.interface", "required (the SYNC link's interface)")
+    if len(interface) > MAX_IFNAME or "/" in interface:
+        raise ConfigError("statesync.interface", f"not an interface name: {interface!r}")
+    peer_text = _typed(table, "peer", str, where, None)
+    group = _typed(table, "group", bool, where, False)
+    peer: IPv4Address | None = None
+    if peer_text is not None:
+        if group:
+            raise ConfigError("statesync.group", "true conflicts with a unicast statesync.peer")
+        peer = _ipv4(peer_text, "statesync.peer")
+        if peer.is_multicast or peer.is_unspecified or peer == IPv4Address("255.255.255.255"):
+            raise ConfigError("statesync.peer", f"must be a unicast address, got {peer}")
+    demote = _typed(table, "demote", int, where, 32)
+    if not 0 <= demote <= 255:
+        raise ConfigError("statesync.demote", f"must be 0..255, got {demote}")
+    kwargs: dict[str, Any] = {"creatorid": default_creatorid(node_name)}
+    for key in _SYNC_FLOATS:
+        if key in table:
+            value = table[key]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"statesync.{key}", f"must be a number, got {value!r}")
+            kwargs[key] = float(value)
+    for key in _SYNC_INTS:
+        if key in table:
+            kwargs[key] = _typed(table, key, int, where, None)
+    if "reliable" in table:
+        kwargs["reliable"] = _typed(table, "reliable", bool, where, True)
+    try:
+        replicator = ReplicatorConfig(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"statesync.{exc.field}", exc.message) from exc
+    return StateSyncConfig(interface=interface, peer=peer, replicator=replicator, demote=demote)
 
 
 _NODE_KEYS = {
@@ -247,6 +323,7 @@ def parse(data: Mapping[str, Any]) -> NodeConfig:
     statesync = data.get("statesync", {})
     if not isinstance(statesync, dict):
         raise ConfigError("statesync", "must be a table")
+    sync = parse_statesync(statesync, name) if "statesync" in data else None
     return NodeConfig(
         name=name,
         vhids=vhids,
@@ -258,6 +335,7 @@ def parse(data: Mapping[str, Any]) -> NodeConfig:
         neutral=_typed(node, "neutral", bool, "node", False),
         shutdown_scripts=_typed(node, "shutdown_scripts", bool, "node", False),
         statesync=statesync,
+        sync=sync,
     )
 
 

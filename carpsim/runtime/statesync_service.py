@@ -1,0 +1,393 @@
+"""State sync on a real node: the pure `Replicator` wired to the kernel and the SYNC link.
+
+The daemon runs inside its node namespace, so the `KernelConntrackTable` here is that node's
+conntrack table. Inputs reach the replicator through the generic `Driver`:
+
+- conntrack events (loop.add_reader on the event socket) -> local_inserted / local_updated /
+  local_deleted; an event-socket overrun -> a resync from a kernel dump;
+- a kernel dump every `refresh_interval` -> local_snapshot (conntrack sends no event for traffic,
+  so this is how moved counters reach the replicator's liveness refresh, spec §4.3.3);
+- sync frames that passed the socket's interface/TTL checks -> frame_received;
+- the sync interface's carrier -> link_up / link_down.
+
+Actions: Transmit -> the sync socket; InstallStates -> apply_many; RemoveStates ->
+delete_many; ReadyChanged -> `on_ready(ready, reason)`, which the node turns into a CARP
+demotion while not ready (spec §1.7); CountDrop -> the socket's drop table (one table for the
+edge's badttl/badif and the codec's reasons); Bulk*/PeerRestarted -> status and logs.
+
+The replicator already keeps the userspace mirror (spec §4.3.5) and recognises the kernel's
+echoes of its own installs, and the sync link's flows (proto 240, the sync addresses) are
+excluded on both the kernel side and the replicator side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import Counter
+from dataclasses import replace
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+from carpsim.errors import ConfigError
+from carpsim.net.conntrack import (
+    CtEvent,
+    KernelConntrackTable,
+    SyncExclusion,
+)
+from carpsim.net.links import LinkInfo, Links, LinkWatcher
+from carpsim.net.sync_io import SyncSocket
+from carpsim.runtime.driver import Driver
+from carpsim.runtime.nodeconfig import StateSyncConfig
+from carpsim.statesync.constants import IPPROTO_PFSYNC
+from carpsim.statesync.events import (
+    Action,
+    BulkCompleted,
+    BulkServed,
+    CountDrop,
+    InstallStates,
+    PeerRestarted,
+    ReadyChanged,
+    RemoveStates,
+    Transmit,
+)
+from carpsim.statesync.record import FlowKey, StateRecord
+from carpsim.statesync.replicator import Replicator
+
+log = logging.getLogger("carpsim.statesync")
+
+IPPROTO_CARP = 112
+IPPROTO_IGMP = 2
+# Link-local control traffic is per node by nature: replicating a CARP advert's conntrack entry
+# would only make both nodes fight over the same key.
+NEVER_SYNCED = frozenset({IPPROTO_PFSYNC, IPPROTO_CARP, IPPROTO_IGMP})
+NETFILTER_SYSCTLS = {
+    # Every entry reports its updates and destroy, not only those created while we listen.
+    "nf_conntrack_events": 1,
+    # Packet counters: what tells the liveness refresh that a flow is still moving.
+    "nf_conntrack_acct": 1,
+}
+ReadyHandler = Any  # Callable[[bool, str], None]; Any keeps the node's bound method simple
+
+
+def set_netfilter_sysctls() -> None:
+    """The sysctls the replicator needs in this namespace (the lab sets them at build too)."""
+    for key, value in NETFILTER_SYSCTLS.items():
+        try:
+            Path("/proc/sys/net/netfilter", key).write_text(f"{value}\n")
+        except OSError as exc:
+            log.warning("statesync: cannot set %s=%s: %s", key, value, exc)
+
+
+class StateSyncService:
+    """One node's state replication; `status()` is the control socket's "statesync" section."""
+
+    def __init__(
+        self,
+        config: StateSyncConfig,
+        on_ready: ReadyHandler,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self._on_ready = on_ready
+        self._rng = rng if rng is not None else random.Random()  # noqa: S311 - not crypto
+        self.link: LinkInfo | None = None
+        self.replicator: Replicator | None = None
+        self.table: KernelConntrackTable | None = None
+        self.sock: SyncSocket | None = None
+        self._driver: Driver[Action] | None = None
+        self._watcher: LinkWatcher | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._dump_handle: asyncio.TimerHandle | None = None
+        self._link_usable = True
+        self.ready = False
+        self.ready_reason = "starting"
+        self.ready_changes: list[dict[str, Any]] = []
+        self.counters: Counter[str] = Counter()
+        self.install_failures: Counter[str] = Counter()
+        self.bulk: dict[str, Any] = {"count": 0, "gave_up": 0, "last_duration_s": None,
+                                     "last_states": None, "served": 0,
+                                     "last_served_duration_s": None, "last_served_states": None}
+        self.kernel_states = 0
+        self._logged: set[str] = set()
+        self._stopped = False
+
+    # ------------------------------------------------------------------ setup
+
+    def prepare(self, links: Links) -> None:
+        """Check the sync interface exists (ConfigError, nothing changed)."""
+        link = links.lookup(self.config.interface)
+        if link is None:
+            raise ConfigError("statesync.interface", f"no such interface: {self.config.interface}")
+        self.link = link
+        addrs = {str(a.ip) for a in links.ipv4_addresses(link.index)}
+        if self.config.peer is not None:
+            addrs.add(str(self.config.peer))
+        rcfg = replace(
+            self.config.replicator,
+            excluded_protos=self.config.replicator.excluded_protos | NEVER_SYNCED,
+            excluded_addresses=self.config.replicator.excluded_addresses | frozenset(addrs),
+        )
+        self.replicator = Replicator(rcfg, self._rng)
+        self._link_usable = link.usable
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Open the conntrack and sync sockets and start replicating (emits ReadyChanged)."""
+        assert self.link is not None, "prepare() first"
+        assert self.replicator is not None
+        self._loop = loop
+        set_netfilter_sysctls()
+        rcfg = self.replicator.config
+        exclude = SyncExclusion(protos=frozenset(rcfg.excluded_protos),
+                                addresses=rcfg.excluded_raw())
+        self.table = KernelConntrackTable(exclude=exclude)
+        # Subscribe before the first dump, so nothing changes unseen in between.
+        self.table.subscribe()
+        peer = None if self.config.peer is None else IPv4Address(self.config.peer)
+        self.sock = SyncSocket(self.link.name, self.link.index, self._frame, peer=peer)
+        self._driver = Driver(self.replicator, self.execute, loop)
+        loop.add_reader(self.table.fileno(), self._ct_readable)
+        self.sock.start(loop)
+        self._watcher = LinkWatcher(self._link_event)
+        self._watcher.start(loop)
+        rep = self.replicator
+        self._driver.feed(rep.local_snapshot, self._dump())
+        if not self._link_usable:
+            self._driver.feed(rep.link_down)
+        self._driver.feed(rep.started)
+        self._dump_handle = loop.call_later(rcfg.refresh_interval, self._periodic_dump)
+        dst = "group 224.0.0.240" if peer is None else f"peer {peer}"
+        log.info("statesync: on %s to %s, creatorid %08x", self.link.name, dst, rcfg.creatorid)
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._driver is not None:
+            self._driver.stop()
+        if self._dump_handle is not None:
+            self._dump_handle.cancel()
+        if self._watcher is not None:
+            self._watcher.close()
+        if self.sock is not None:
+            self.sock.close()
+        if self.table is not None:
+            if self._loop is not None and not self._loop.is_closed():
+                with contextlib.suppress(OSError, ValueError):
+                    self._loop.remove_reader(self.table.fileno())
+            self.table.close()
+
+    # ------------------------------------------------------------------ inputs
+
+    def _frame(self, payload: bytes) -> None:
+        assert self._driver is not None
+        assert self.replicator is not None
+        self._driver.feed(self.replicator.frame_received, payload)
+
+    def _link_event(self, index: int, flags: int, deleted: bool) -> None:
+        if self.link is None or index != self.link.index or self._driver is None:
+            return
+        usable = not deleted and bool(flags & 0x1) and bool(flags & 0x40)
+        if usable == self._link_usable:
+            return
+        self._link_usable = usable
+        rep = self.replicator
+        assert rep is not None
+        log.warning("statesync: sync link %s is %s", self.link.name, "up" if usable else "down")
+        self._driver.feed(rep.link_up if usable else rep.link_down)
+
+    def _ct_readable(self) -> None:
+        assert self.table is not None
+        assert self._driver is not None
+        try:
+            events = self.table.read_events()
+        except OSError as exc:
+            self._once("ct-read", "statesync: reading conntrack events failed: %s", exc)
+            return
+        if events:
+            self._driver.feed(self._local_events, events)
+
+    def _local_events(self, now: float, events: list[CtEvent]) -> list[Action]:
+        """Many kernel events as one driver input (one timer re-arm per batch)."""
+        rep = self.replicator
+        assert rep is not None
+        out: list[Action] = []
+        for kind, item in events:
+            self.counters[f"ct_{kind}"] += 1
+            if kind == "new" and isinstance(item, StateRecord):
+                out.extend(rep.local_inserted(now, item))
+            elif kind == "update" and isinstance(item, StateRecord):
+                out.extend(rep.local_updated(now, item))
+            elif kind == "destroy" and isinstance(item, FlowKey):
+                out.extend(rep.local_deleted(now, item))
+            elif kind == "overrun":
+                out.extend(self._resync(now))
+        return out
+
+    def _resync(self, now: float) -> list[Action]:
+        """Events were lost: re-read the table; our own states that vanished are deleted."""
+        rep = self.replicator
+        assert rep is not None
+        self._once("overrun", "statesync: conntrack event overrun; resyncing from a dump")
+        records = self._dump()
+        out = list(rep.local_snapshot(now, records))
+        present = {r.key for r in records}
+        own = rep.config.creatorid
+        for rec in rep.table.snapshot():
+            if rec.creatorid == own and rec.key not in present:
+                out.extend(rep.local_deleted(now, rec.key))
+        return out
+
+    def _dump(self) -> list[StateRecord]:
+        assert self.table is not None
+        try:
+            records = self.table.snapshot()
+        except OSError as exc:
+            self._once("dump", "statesync: conntrack dump failed: %s", exc)
+            return []
+        self.kernel_states = len(records)
+        return records
+
+    def _periodic_dump(self) -> None:
+        if self._stopped or self._loop is None or self.replicator is None:
+            return
+        assert self._driver is not None
+        self._driver.feed(self.replicator.local_snapshot, self._dump())
+        self._dump_handle = self._loop.call_later(
+            self.replicator.config.refresh_interval, self._periodic_dump
+        )
+
+    # ------------------------------------------------------------------ actions
+
+    def execute(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Transmit):
+                assert self.sock is not None
+                self.sock.send(action.data)
+            elif isinstance(action, InstallStates):
+                self._install(action.records)
+            elif isinstance(action, RemoveStates):
+                self._remove(action.keys)
+            elif isinstance(action, ReadyChanged):
+                self._ready_changed(action)
+            elif isinstance(action, CountDrop):
+                assert self.sock is not None
+                self.sock.count_drop(str(action.reason), action.detail)
+            elif isinstance(action, BulkCompleted):
+                self._bulk_completed(action)
+            elif isinstance(action, BulkServed):
+                self.bulk["served"] += 1
+                self.bulk["last_served_duration_s"] = round(action.duration, 6)
+                self.bulk["last_served_states"] = action.count
+                log.info("statesync: served a %sbulk of %d states in %.3fs",
+                         "pushed " if action.pushed else "", action.count, action.duration)
+            elif isinstance(action, PeerRestarted):
+                self.counters["peer_restarts"] += 1
+                log.info("statesync: peer epoch %08x -> %08x", action.old_epoch, action.new_epoch)
+
+    def _install(self, records: tuple[StateRecord, ...]) -> None:
+        assert self.table is not None
+        try:
+            result = self.table.apply_many(records)
+        except OSError as exc:
+            self.counters["install_errors"] += 1
+            self._once("install", "statesync: installing states failed: %s", exc)
+            return
+        self.counters["states_installed"] += result.created
+        self.counters["states_updated"] += result.updated
+        self.counters["install_missing"] += result.missing
+        for key, code in result.failed:
+            reason = str(code)
+            self.install_failures[reason] += 1
+            self._once(f"install:{reason}", "statesync: kernel refused %s: errno %s", key, code)
+
+    def _remove(self, keys: tuple[FlowKey, ...]) -> None:
+        assert self.table is not None
+        try:
+            result = self.table.delete_many(keys)
+        except OSError as exc:
+            self.counters["remove_errors"] += 1
+            self._once("remove", "statesync: removing states failed: %s", exc)
+            return
+        self.counters["states_removed"] += result.deleted
+        self.counters["remove_missing"] += result.missing
+
+    def _ready_changed(self, action: ReadyChanged) -> None:
+        self.ready = action.ready
+        self.ready_reason = action.reason
+        self.ready_changes.append({"mono": round(time.monotonic(), 6),
+                                   "wall": round(time.time(), 6),
+                                   "ready": action.ready, "reason": action.reason})
+        del self.ready_changes[:-20]
+        if action.ready:
+            log.info("statesync: ready (%s): CARP demotion lifted", action.reason)
+        else:
+            log.warning("statesync: not ready (%s): CARP demoted by %d", action.reason,
+                        self.config.demote)
+        self._on_ready(action.ready, action.reason)
+
+    def _bulk_completed(self, action: BulkCompleted) -> None:
+        self.bulk["count"] += 1
+        self.bulk["last_duration_s"] = round(action.duration, 6)
+        self.bulk["last_states"] = action.count
+        if action.gave_up:
+            self.bulk["gave_up"] += 1
+            log.warning("statesync: bulk update given up after %.1fs (%d states received); "
+                        "lifting the demotion without a complete table", action.duration,
+                        action.count)
+        else:
+            log.info("statesync: bulk update of %d states in %.3fs", action.count,
+                     action.duration)
+
+    def _once(self, key: str, msg: str, *args: object) -> None:
+        if key not in self._logged:
+            self._logged.add(key)
+            log.warning(msg, *args)
+
+    # ------------------------------------------------------------------ status
+
+    @property
+    def demotion(self) -> int:
+        """What this subsystem currently adds to the CARP group's demote counter."""
+        return 0 if self.ready else self.config.demote
+
+    def status(self) -> dict[str, Any]:
+        rep = self.replicator
+        sock = self.sock
+        stats = dict(rep.stats) if rep is not None else {}
+        mirror = len(rep.table) if rep is not None else 0
+        own = 0
+        if rep is not None:
+            cid = rep.config.creatorid
+            own = sum(1 for r in rep.table.snapshot() if r.creatorid == cid)
+        return {
+            "enabled": True,
+            "ready": self.ready,
+            "reason": self.ready_reason,
+            "demote": self.demotion,
+            "ready_changes": list(self.ready_changes),
+            "interface": self.config.interface,
+            "peer": str(self.config.peer) if self.config.peer else "224.0.0.240",
+            "link_up": self._link_usable,
+            "creatorid": rep.config.creatorid if rep is not None else None,
+            "bulk_phase": rep.bulk_phase.value if rep is not None else None,
+            "states": {"kernel": self.kernel_states, "mirror": mirror, "own": own,
+                       "peer": mirror - own},
+            "frames": {
+                "tx": sock.tx_frames if sock else 0,
+                "rx": sock.rx_frames if sock else 0,
+                "tx_bytes": sock.tx_bytes if sock else 0,
+                "rx_bytes": sock.rx_bytes if sock else 0,
+            },
+            "replicator": stats,
+            "kernel": dict(self.counters),
+            "install_failures": dict(self.install_failures),
+            "tx_errors": dict(sock.tx_errors) if sock else {},
+            "bulk": dict(self.bulk),
+            "drops": dict(sock.drops) if sock else {},
+        }
