@@ -20,16 +20,18 @@ from carpsim.statesync.codec import Frame, NackRange, SeqHeader
 class ReliableSender:
     """Numbers outgoing data frames and keeps them until acknowledged (bounded)."""
 
-    __slots__ = ("_queue", "abandoned", "capacity", "epoch", "next_seq", "rto_deadline")
+    __slots__ = ("_backoff", "_queue", "abandoned", "capacity", "epoch", "next_seq", "rto_deadline")
 
     def __init__(self, epoch: int, capacity: int) -> None:
         self.epoch = epoch
         self.capacity = capacity
         self.next_seq = 1
-        self._queue: dict[int, list[object]] = {}  # seq -> [body, last_sent, resent]; insertion = seq order
+        # seq -> [body, last_sent, resent]; insertion order = seq order
+        self._queue: dict[int, list[object]] = {}
         self.abandoned = False
         """Unacknowledged frames were dropped since the last `take_abandoned()`."""
         self.rto_deadline: float | None = None
+        self._backoff = 1
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -53,7 +55,7 @@ class ReliableSender:
         entry = self._queue.get(seq)
         return None if entry is None else entry[0]  # type: ignore[return-value]
 
-    def on_ack(self, ack_epoch: int, ack: int) -> int:
+    def on_ack(self, ack_epoch: int, ack: int, now: float, rto: float) -> int:
         """Drop frames up to `ack` (cumulative); returns how many were released."""
         if ack_epoch != self.epoch or ack == 0:
             return 0
@@ -66,6 +68,9 @@ class ReliableSender:
             released += 1
         if not self._queue:
             self.rto_deadline = None
+        elif released:
+            self._backoff = 1
+            self.rto_deadline = now + rto
         return released
 
     def on_nack(
@@ -106,22 +111,28 @@ class ReliableSender:
         return out
 
     def due(self, now: float, rto: float, limit: int) -> list[int]:
-        """Frames unacknowledged for `rto` (at most `limit`); re-arms the RTO deadline."""
+        """The oldest overdue frames (at most `limit`) to re-send on an RTO.
+
+        Only the head of the queue is probed: once those arrive the receiver NACKs any further
+        hole. Consecutive RTOs without ACK progress back off exponentially (x2, up to x64), so
+        a silent or absent peer costs a few frames per second, not a storm.
+        """
         if self.rto_deadline is None or now < self.rto_deadline:
             return []
         out: list[int] = []
-        earliest: float | None = None
-        for seq, entry in self._queue.items():
-            sent = entry[1]
-            assert isinstance(sent, float | int)
-            if sent + rto <= now and len(out) < limit:
+        for n, (seq, entry) in enumerate(self._queue.items()):
+            if n >= 4 * limit or len(out) >= limit:
+                break
+            if entry[1] + rto <= now:  # type: ignore[operator]
                 entry[1] = now
                 entry[2] = True
                 out.append(seq)
-                sent = now
-            if earliest is None or sent < earliest:
-                earliest = sent
-        self.rto_deadline = None if earliest is None else earliest + rto
+        if not self._queue:
+            self.rto_deadline = None
+            return out
+        if out:
+            self._backoff = min(self._backoff * 2, 64)
+        self.rto_deadline = now + rto * self._backoff
         return out
 
     def abandon_all(self) -> None:

@@ -149,6 +149,12 @@ class Replicator:
         self._local: dict[FlowKey, float] = {}
         self._sweep_cursor: list[FlowKey] = []
         self._restart_flag = XSEQ_RESTART
+        # key -> expected kernel echoes of our own Install/RemoveStates:
+        # (when, tcp, nat_src, nat_dst), tcp None for a removal. Events are asynchronous at
+        # the edge, so by the time an echo arrives the mirror may have moved on; matching it
+        # against this list keeps it from being mistaken for a new local flow (and replicated
+        # back as a zombie).
+        self._echo: dict[FlowKey, list[tuple[float, object, object, object]]] = {}
         self.stats: dict[str, int] = {}
         """Plain counters for metrics (frames/records sent and received, resends, ...)."""
 
@@ -189,6 +195,7 @@ class Replicator:
                 self._reliability_timers(now, out)
         if self._refresh_at is not None and now >= self._refresh_at:
             self._refresh_at = now + self.config.refresh_interval
+            self._expire_echoes(now)
             if self._link_up:
                 self._refresh(now, out)
         return out
@@ -254,6 +261,8 @@ class Replicator:
 
     def local_deleted(self, now: float, key: FlowKey) -> list[Action]:
         """A conntrack DESTROY event; unknown keys are ignored (echo of a RemoveStates)."""
+        if key in self._echo and self._consume_echo(now, key, None, None, None):
+            return []
         cur = self.table.get(key)
         if cur is None:
             return []
@@ -270,6 +279,10 @@ class Replicator:
     def _local_change(self, now: float, rec: StateRecord) -> None:
         key = rec.key
         if self._excluded_record(key):
+            return
+        if key in self._echo and self._consume_echo(
+            now, key, rec.tcp_state, rec.nat_src, rec.nat_dst
+        ):
             return
         cur = self.table.get(key)
         if rec.id == 0 and rec.creatorid == 0:
@@ -320,7 +333,7 @@ class Replicator:
         if hdr.epoch == self.epoch:
             out.append(CountDrop(SyncDropReason.LOOP, "own epoch"))
             return out
-        self._sender.on_ack(hdr.ack_epoch, hdr.ack)
+        self._sender.on_ack(hdr.ack_epoch, hdr.ack, now, self.config.resend_timeout)
         cfg = self.config
         if hdr.ack_epoch == self.epoch and self._link_up:
             for section in frame.sections:
@@ -332,14 +345,14 @@ class Replicator:
         frames, rebased, drop = self._receiver.accept(hdr, frame, now, self.config.ack_delay)
         if rebased is not None:
             out.append(PeerRestarted(rebased, hdr.epoch))
-            # The new incarnation never saw our stream: start afresh (it requests a bulk).
-            self._sender.abandon_all()
-            self._sender.take_abandoned()
-            self._restart_flag = XSEQ_RESTART
+            if hdr.ack_epoch != self.epoch:
+                # A new incarnation that has not heard our stream yet: it requests a bulk,
+                # which supersedes everything queued for its predecessor.
+                self._sender.abandon_all()
+                self._sender.take_abandoned()
+                self._restart_flag = XSEQ_RESTART
         if drop is not None:
             out.append(CountDrop(drop, f"seq {hdr.seq}"))
-        if self.bulk_phase is BulkPhase.RECEIVING:
-            self._req_deadline = now + self.config.bulk_timeout
         for f in frames:
             self._process(f, now, out)
         if self._sender.take_abandoned() and self._serve_keys is None:
@@ -368,8 +381,10 @@ class Replicator:
                     elif table.get(key) != rec:
                         out.append(CountDrop(SyncDropReason.STALE, "tcp state would go back"))
                     self._sweep_keys.discard(key)
-                if self.bulk_phase is BulkPhase.RECEIVING:
+                if act == _UPD and self.bulk_phase is BulkPhase.RECEIVING:
+                    # only bulk-shaped progress keeps a transfer alive, not ACKs or refreshes
                     self._req_count += len(section.items)
+                    self._req_deadline = now + self.config.bulk_timeout
             elif act == Act.UPD_C:
                 for u in section.items:
                     assert isinstance(u, CompressedUpdate)
@@ -409,28 +424,52 @@ class Replicator:
                     assert isinstance(clr, Clear)
                     if clr.creatorid != self.config.creatorid:
                         removed.extend(table.clear_creator(clr.creatorid))
+                        for k in removed:
+                            self._local.pop(k, None)
             elif act == Act.BUS:
                 for bus in section.items:
                     assert isinstance(bus, BulkStatus)
                     if bus.creatorid == self.config.creatorid:
                         continue
                     if installed or removed:
-                        self._emit_changes(installed, removed, out)
+                        self._emit_changes(now, installed, removed, out)
                         installed, removed = [], []
                     if bus.status is BusStatus.START:
                         self._bulk_start_seen(now, bus.creatorid)
                     else:
                         self._bulk_end_seen(now, bus.creatorid, out)
-        self._emit_changes(installed, removed, out)
+        self._emit_changes(now, installed, removed, out)
 
-    @staticmethod
     def _emit_changes(
-        installed: list[StateRecord], removed: list[FlowKey], out: list[Action]
+        self, now: float, installed: list[StateRecord], removed: list[FlowKey], out: list[Action]
     ) -> None:
+        echo = self._echo
         if removed:
             out.append(RemoveStates(tuple(removed)))
+            for k in removed:
+                echo.setdefault(k, []).append((now, None, None, None))
         if installed:
             out.append(InstallStates(tuple(installed)))
+            for r in installed:
+                echo.setdefault(r.key, []).append((now, r.tcp_state, r.nat_src, r.nat_dst))
+
+    def _consume_echo(
+        self, now: float, key: FlowKey, tcp: object, nat_src: object, nat_dst: object
+    ) -> bool:
+        expected = self._echo[key]
+        horizon = now - self.config.echo_window
+        for i, (when, e_tcp, e_src, e_dst) in enumerate(expected):
+            if when >= horizon and (e_tcp, e_src, e_dst) == (tcp, nat_src, nat_dst):
+                del expected[: i + 1]
+                if not expected:
+                    del self._echo[key]
+                return True
+        return False
+
+    def _expire_echoes(self, now: float) -> None:
+        horizon = now - self.config.echo_window
+        for k in [k for k, v in self._echo.items() if v[-1][0] < horizon]:
+            del self._echo[k]
 
     # ------------------------------------------------------------------ bulk: requester side
 
@@ -475,7 +514,7 @@ class Replicator:
         if self._sweep_creator == creatorid and self._sweep_keys:
             gone = [k for k in self._sweep_keys if self.table.delete(k)]
             if gone:
-                out.append(RemoveStates(tuple(gone)))
+                self._emit_changes(now, [], gone, out)
         self._sweep_creator = None
         self._sweep_keys = set()
         if self.bulk_phase in (BulkPhase.REQUESTED, BulkPhase.RECEIVING):

@@ -16,8 +16,8 @@ def test_sender_numbers_acks_and_bounds() -> None:
     s = ReliableSender(epoch=5, capacity=3)
     assert [s.push(b"x%d" % i, 0.0, 0.25) for i in range(3)] == [1, 2, 3]
     assert s.oldest == 1
-    assert s.on_ack(6, 3) == 0  # other epoch: ignored
-    assert s.on_ack(5, 2) == 2
+    assert s.on_ack(6, 3, 0.0, 0.25) == 0  # other epoch: ignored
+    assert s.on_ack(5, 2, 0.0, 0.25) == 2
     assert s.oldest == 3
     s.push(b"4", 0.0, 0.25)
     s.push(b"5", 0.0, 0.25)
@@ -35,10 +35,13 @@ def test_sender_rto_resends_oldest_first_and_rearms() -> None:
         s.push(b"d", 1.0, 0.25)
     assert s.rto_deadline == 1.25
     assert s.due(1.2, 0.25, 10) == []
-    assert s.due(1.25, 0.25, 2) == [1, 2]
-    assert s.rto_deadline == 1.25  # seq 3 is still overdue
-    assert s.due(1.25, 0.25, 2) == [3]
-    assert s.rto_deadline == 1.5
+    assert s.due(1.25, 0.25, 2) == [1, 2]  # only the head is probed
+    assert s.rto_deadline == 1.75  # backed off x2
+    assert s.due(1.75, 0.25, 2) == [1, 2]
+    assert s.rto_deadline == 2.75  # x4
+    assert s.on_ack(5, 1, 2.0, 0.25) == 1  # progress resets the back-off
+    assert s.rto_deadline == 2.25
+    assert s.due(2.25, 0.25, 5) == [2, 3]
 
 
 def test_nack_resends_holes_and_releases_what_was_selectively_received() -> None:

@@ -1,0 +1,175 @@
+"""Two real replicators on a seeded hostile link, virtual time (statesync-spec §4.3)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import pytest
+
+from carpsim.sim.statesync_net import LinkFaults, SyncPair, flow_view
+from carpsim.statesync.config import ReplicatorConfig
+from carpsim.statesync.record import FlowKey, StateRecord, TcpState
+
+WAN_VIP = bytes([192, 168, 100, 254])
+SERVER = bytes([203, 0, 113, 10])
+CLEAN = LinkFaults()
+HOSTILE = LinkFaults(loss=0.2, duplicate=0.1, reorder=0.3, delay=0.001, reorder_delay=0.03)
+
+
+def flow(node: int, i: int, st: TcpState = TcpState.SYN_SENT, **kw: object) -> StateRecord:
+    src = bytes([192, 168, 110 + node * 10, 1 + i % 250])
+    key = FlowKey(6, src, 1024 + i // 250, SERVER, 443)
+    return StateRecord(key, nat_src=(WAN_VIP, 1024 + (i * 7 + node) % 64000), tcp_state=st,
+                       timeout=120, status=0x19E, **kw)  # type: ignore[arg-type]  # fmt: skip
+
+
+def converged(pair: SyncPair) -> bool:
+    a, b = (n.kernel for n in pair.nodes)
+    ma, mb = (n.replicator.table for n in pair.nodes)
+    return (
+        flow_view(a) == flow_view(b)
+        and flow_view(ma, identity=True) == flow_view(mb, identity=True)
+        and flow_view(ma) == flow_view(a)
+    )
+
+
+def started_pair(seed: int, faults: LinkFaults = CLEAN, **cfg: object) -> SyncPair:
+    configs = (
+        ReplicatorConfig(creatorid=1, **cfg),  # type: ignore[arg-type]
+        ReplicatorConfig(creatorid=2, **cfg),  # type: ignore[arg-type]
+    )
+    pair = SyncPair(seed, faults, configs)
+    pair.start(0)
+    pair.start(1)
+    pair.run_for(10.0)  # bulk requests are retried every 2 s; 20% loss can eat a few
+    assert [n.ready for n in pair.nodes] == [True, True], f"seed {seed}"
+    return pair
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_tables_converge_under_loss_reordering_and_duplication(seed: int) -> None:
+    pair = started_pair(seed, HOSTILE)
+    rng = random.Random(seed)
+    live: dict[tuple[int, int], TcpState] = {}
+    for step in range(1500):
+        node = rng.randrange(2)
+        i = rng.randrange(300)
+        op = rng.random()
+        if (node, i) not in live:
+            pair.local_insert(node, flow(node, i))
+            live[(node, i)] = TcpState.SYN_SENT
+        elif op < 0.6:
+            nxt = TcpState(min(int(live[(node, i)]) + 1, int(TcpState.CLOSE)))
+            pair.local_update(node, flow(node, i, nxt))
+            live[(node, i)] = nxt
+        else:
+            pair.local_delete(node, flow(node, i).key)
+            del live[(node, i)]
+        if step % 10 == 0:
+            pair.run_for(0.01)
+    pair.run_for(10.0)
+    assert converged(pair), f"seed {seed}"
+    assert len(pair.nodes[0].kernel) == len(live)
+    assert sum(n.drops["duplicate"] for n in pair.nodes) > 0  # the link really misbehaved
+    assert pair.link.dropped > 0
+
+
+def test_bulk_sync_of_100k_states() -> None:
+    pair = SyncPair(7, configs=(ReplicatorConfig(creatorid=1, mtu=9000),
+                                ReplicatorConfig(creatorid=2, mtu=9000)), echo=False)  # fmt: skip
+    pair.link.up = False  # node 0 fills its table before anyone listens
+    pair.start(0)
+    n = 100_000
+    records = [flow(0, i, TcpState.ESTABLISHED) for i in range(n)]
+    for rec in records:
+        pair.nodes[0].kernel.put(rec)
+    pair.execute(0, pair.nodes[0].replicator.local_snapshot(pair.now, records))
+    pair.run_for(30.0)  # node 0 gave up waiting for a bulk; it is ready alone
+    assert pair.nodes[0].ready
+    pair.link.up = True
+    t0 = pair.now
+    pair.start(1)
+    pair.run_for(10.0)
+    joiner = pair.nodes[1]
+    assert joiner.ready
+    assert len(joiner.kernel) == n
+    (bulk,) = joiner.bulks
+    assert not bulk.gave_up
+    assert bulk.count >= n  # plus full records requested for UPD_Cs that overtook the bulk
+    assert bulk.duration < 5.0  # virtual seconds: 3125 frames at 50 per 20 ms tick
+    assert pair.nodes[0].served[-1].count == n
+    assert converged(pair)
+    assert pair.now - t0 == pytest.approx(10.0)
+
+
+def test_peer_restart_mid_bulk_still_converges() -> None:
+    pair = started_pair(11, LinkFaults(loss=0.05))
+    for i in range(5000):
+        pair.local_insert(0, flow(0, i, TcpState.ESTABLISHED))
+    pair.run_for(2.0)
+    assert converged(pair)
+    pair.restart(1)  # fresh daemon, empty kernel: asks for everything
+    pair.run_for(0.05)  # part of the bulk (5000 / 5 per frame = 1000 frames at 2500/s)
+    assert 0 < len(pair.nodes[1].kernel) < 5000
+    pair.restart(1)
+    assert not pair.nodes[1].ready
+    pair.run_for(5.0)
+    assert pair.nodes[1].ready
+    assert pair.nodes[1].ready_reasons[-1] == "bulk_done"
+    assert converged(pair)
+    assert len(pair.nodes[1].kernel) == 5000
+
+
+def test_server_restart_mid_bulk_times_out_and_retries() -> None:
+    pair = started_pair(12, bulk_timeout=1.0)
+    for i in range(3000):
+        pair.local_insert(0, flow(0, i, TcpState.ESTABLISHED))
+    pair.run_for(2.0)
+    pair.restart(1)
+    pair.run_for(0.05)
+    # the serving node's daemon restarts; its kernel keeps the flows, the edge re-seeds them
+    pair.restart(0, keep_kernel=True)
+    kernel = pair.nodes[0].kernel.snapshot()
+    pair.execute(0, pair.nodes[0].replicator.local_snapshot(pair.now, kernel))
+    pair.run_for(10.0)
+    assert all(n.ready for n in pair.nodes)
+    assert converged(pair)
+    assert len(pair.nodes[1].kernel) == 3000
+
+
+def test_resend_queue_overflow_falls_back_to_bulk_push() -> None:
+    pair = started_pair(5, LinkFaults(loss=0.3), resend_queue_frames=8)
+    for i in range(400):
+        pair.local_insert(0, flow(0, i))
+    for i in range(0, 400, 2):
+        pair.local_delete(0, flow(0, i).key)
+    pair.run_for(20.0)
+    assert any(s.pushed for s in pair.nodes[0].served)
+    assert converged(pair)
+    assert len(pair.nodes[1].kernel) == 200
+
+
+def test_not_ready_while_link_down_ready_again_after_bulk() -> None:
+    pair = started_pair(6)
+    pair.execute(1, pair.nodes[1].replicator.link_down(pair.now))
+    assert not pair.nodes[1].ready
+    assert pair.nodes[1].ready_reasons[-1] == "link_down"
+    pair.local_insert(0, flow(0, 1, TcpState.ESTABLISHED))
+    pair.run_for(1.0)
+    pair.execute(1, pair.nodes[1].replicator.link_up(pair.now))
+    pair.run_for(1.0)
+    assert pair.nodes[1].ready
+    assert converged(pair)
+
+
+def test_counter_movement_refreshes_the_peer_timeout() -> None:
+    pair = started_pair(8)
+    rec = flow(0, 1, TcpState.ESTABLISHED)
+    pair.local_insert(0, rec)
+    pair.run_for(1.0)
+    pair.local_update(0, replace(rec, timeout=432000, packets=(10, 9)))
+    pair.run_for(1.5)
+    peer_copy = pair.nodes[1].kernel.get(rec.key)
+    assert peer_copy is not None
+    assert 431990 <= peer_copy.timeout <= 432000
