@@ -39,9 +39,15 @@ def state_segments(tl: Timeline) -> dict[tuple[str, int], list[tuple[float, floa
     changes: dict[tuple[str, int], list[tuple[float, str]]] = {
         (n, v): [(0.0, tl.initial.get((n, v), "INIT"))] for n in tl.nodes for v in tl.vhids
     }
+    def powered_off(node: str, at: float) -> bool:
+        return any(n == node and start <= at and (stop is None or at < stop)
+                   for n, start, stop in tl.off)
+
     for ev in tl.events:
         key = (ev.node, ev.vhid)
-        if key in changes:
+        # The kill switch downs the links a moment before the SIGKILL: a transition the dying
+        # daemon logs in between is not a state anyone could use.
+        if key in changes and not powered_off(ev.node, ev.wall):
             changes[key].append((ev.wall - tl.t0, ev.new))
     for node, start, stop in tl.off:
         for v in tl.vhids:
@@ -57,7 +63,7 @@ def state_segments(tl: Timeline) -> dict[tuple[str, int], list[tuple[float, floa
     return out
 
 
-def throughput(tl: Timeline, bin_s: float = 0.25) -> dict[str, tuple[list[float], list[float]]]:
+def throughput(tl: Timeline, bin_s: float = 0.5) -> dict[str, tuple[list[float], list[float]]]:
     """Per stream slot (s0, s1 ...): bin centres and Mbit/s, every connection of the slot."""
     horizon = tl.end - tl.t0
     nbins = max(1, int(horizon / bin_s) + 1)
@@ -125,7 +131,8 @@ def write_png(tl: Timeline, result: dict[str, Any], path: Path) -> None:
         colour = "#d62728" if label.startswith("kill") else "#2ca02c"
         for ax in (ax_carp, ax_ping, ax_tcp):
             ax.axvline(at - tl.t0, color=colour, linestyle="--", linewidth=1)
-        ax_carp.annotate(label, (at - tl.t0, -0.6), fontsize=8, color=colour)
+        ax_tcp.text(at - tl.t0, 0.92, f" {label}", transform=ax_tcp.get_xaxis_transform(),
+                    fontsize=8, color=colour)
     ax_tcp.set_xlim(0, tl.end - tl.t0)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -49,7 +49,7 @@ Progress = Callable[[str], None]
 PORT = 5001
 PING_INTERVAL = 0.01
 GAP_TOLERANCE = 0.25
-_ENABLED = re.compile(r"^(enabled\s*=\s*)(true|false)\s*$", re.M)
+_ENABLED = re.compile(r"^(enabled[ \t]*=[ \t]*)(true|false)[ \t]*$", re.M)
 
 
 @dataclass(frozen=True)
@@ -207,21 +207,30 @@ class _Probes:
 # State-sync switch and detection
 
 
-def _config_statesync(lab: Lab, node: str) -> bool | None:
-    text = lab.paths.node_config(node).read_text()
-    section = text.split("[statesync]", 1)
-    if len(section) < 2:
+def statesync_enabled(config_text: str) -> bool | None:
+    """The ``enabled`` key of a node config's [statesync] section (None: no such key)."""
+    parts = config_text.split("[statesync]", 1)
+    if len(parts) < 2:
         return None
-    m = _ENABLED.search(section[1].split("\n[", 1)[0])
+    m = _ENABLED.search(parts[1].split("\n[", 1)[0])
     return None if m is None else m.group(2) == "true"
+
+
+def with_statesync(config_text: str, enabled: bool) -> str:
+    """The config with [statesync] ``enabled`` set; other sections untouched."""
+    head, sep, tail = config_text.partition("[statesync]")
+    body, nxt, rest = tail.partition("\n[")
+    body = _ENABLED.sub(lambda m: m.group(1) + ("true" if enabled else "false"), body)
+    return head + sep + body + nxt + rest
+
+
+def _config_statesync(lab: Lab, node: str) -> bool | None:
+    return statesync_enabled(lab.paths.node_config(node).read_text())
 
 
 def _write_statesync(lab: Lab, node: str, enabled: bool) -> None:
     path = lab.paths.node_config(node)
-    head, sep, tail = path.read_text().partition("[statesync]")
-    body, nxt, rest = tail.partition("\n[")
-    body = _ENABLED.sub(lambda m: m.group(1) + ("true" if enabled else "false"), body)
-    path.write_text(head + sep + body + nxt + rest)
+    path.write_text(with_statesync(path.read_text(), enabled))
 
 
 def set_statesync(lab: Lab, enabled: bool, progress: Progress) -> dict[str, bool | None]:
