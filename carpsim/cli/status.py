@@ -45,7 +45,27 @@ def render(status: dict[str, Any]) -> str:
     for v in status.get("vhids", []):
         if v.get("drops"):
             lines.append(f"  vhid {v['vhid']}: {_drops(v['drops'])}")
+    sync = status.get("statesync")
+    if isinstance(sync, dict) and "ready" in sync:
+        lines += ["", *_render_sync(sync)]
     return "\n".join(lines)
+
+
+def _render_sync(sync: dict[str, Any]) -> list[str]:
+    st, fr, rep, bulk = sync["states"], sync["frames"], sync["replicator"], sync["bulk"]
+    last = bulk.get("last_duration_s")
+    return [
+        f"statesync {'READY' if sync['ready'] else 'NOT READY'} ({sync['reason']})  "
+        f"{sync['interface']} -> {sync['peer']}  demote +{sync['demote']}",
+        f"  states: kernel {st['kernel']}  mirror {st['mirror']} (own {st['own']}, "
+        f"peer {st['peer']})",
+        f"  frames: tx {fr['tx']}  rx {fr['rx']}  acks {rep.get('acks_tx', 0)}  "
+        f"nacks {rep.get('nacks_tx', 0)}  resends {rep.get('resends', 0)}  "
+        f"refresh {rep.get('refresh_sent', 0)}",
+        f"  bulk: received {bulk['count']} (gave up {bulk['gave_up']}, last "
+        f"{'-' if last is None else f'{last:.3f}s'})  served {bulk['served']}",
+        f"  drops: {_drops(sync.get('drops', {}))}",
+    ]
 
 
 def main(args: argparse.Namespace) -> int:
