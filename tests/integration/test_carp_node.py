@@ -51,8 +51,9 @@ srcip = "10.52.0.{last}"
 vips = ["10.52.0.254/24"]
 
 [statesync]
+enabled = false
+interface = "sync"
 peer = "172.16.1.6"
-future_knob = 1
 """)
     return path
 
@@ -175,7 +176,7 @@ def test_nodeconfig_parse_defaults_and_overrides() -> None:
             {"vhid": 1, "interface": "lan", "srcip": "192.168.110.251",
              "vips": ["192.168.110.254/24"]},
         ],
-        "statesync": {"anything": True},
+        "statesync": {"enabled": False, "interface": "sync"},
     })
     assert cfg.control == nodeconfig.DEFAULT_CONTROL
     assert cfg.metrics_port == 0
@@ -183,7 +184,8 @@ def test_nodeconfig_parse_defaults_and_overrides() -> None:
     assert cfg.vhids[0].peer is not None
     assert str(cfg.vhids[0].carp.dst) == "192.168.100.248"
     assert cfg.vhids[1].carp.preempt
-    assert cfg.statesync == {"anything": True}
+    assert cfg.statesync == {"enabled": False, "interface": "sync"}
+    assert cfg.sync is None
     with pytest.raises(ConfigError) as err:
         nodeconfig.parse({"node": {"name": "n"}, "vhid": [
             {"vhid": 1, "interface": "lan", "srcip": "x", "vips": ["1.2.3.4/24"],
