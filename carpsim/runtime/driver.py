@@ -1,9 +1,14 @@
 """The one asyncio adapter for every pure machine (CARP now, state sync later).
 
-Modelled on aioquic's ``asyncio/protocol.py``: each input is fed with ``loop.time()``, the
-returned actions are executed at once, and exactly one ``TimerHandle`` is re-armed at the
+Modelled on aioquic's ``asyncio/protocol.py``: each input is fed with the current monotonic
+time, the returned actions are executed at once, and exactly one timer is re-armed at the
 machine's ``next_deadline()``. When the timer fires, ``now`` is clamped to the deadline so a
 machine never sees a time earlier than the one it asked for.
+
+The clock is CLOCK_MONOTONIC read directly rather than ``loop.time()``: uvloop's ``time()`` is a
+millisecond-granular cached value, too coarse for OpenBSD advbase-0 intervals (3.9 ms steps).
+The timer is a timerfd (see `hrtimer`) so long timeouts are not padded by the kernel's 0.1 %
+epoll slack; ``loop.call_at`` is the fallback where timerfd does not exist.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from typing import Generic, Protocol, TypeVar
+
+from carpsim.runtime import hrtimer
 
 A = TypeVar("A")
 A_co = TypeVar("A_co", covariant=True)
@@ -42,13 +49,14 @@ class Driver(Generic[A]):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._stopped = False
+        self._timerfd = hrtimer.TimerFd(loop, self._handle_timer) if hrtimer.available() else None
 
     def now(self) -> float:
-        return self._loop.time()
+        return hrtimer.monotonic()
 
     def feed(self, method: Callable[..., Sequence[A]], *args: object) -> None:
         """Call ``method(now, *args)`` on the machine, execute the actions, re-arm the timer."""
-        self._run(method, self._loop.time(), *args)
+        self._run(method, self.now(), *args)
 
     def _run(self, method: Callable[..., Sequence[A]], now: float, *args: object) -> None:
         try:
@@ -65,20 +73,26 @@ class Driver(Generic[A]):
         if self._stopped:
             return
         deadline = self.machine.next_deadline()
-        if deadline == self._timer_at and self._timer is not None:
+        if deadline == self._timer_at:
+            return
+        self._timer_at = deadline
+        if self._timerfd is not None:
+            self._timerfd.arm(deadline)
             return
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._timer_at = deadline
         if deadline is not None:
-            self._timer = self._loop.call_at(deadline, self._handle_timer)
+            # loop.time() and time.monotonic() share CLOCK_MONOTONIC; convert to be exact.
+            when = self._loop.time() + (deadline - self.now())
+            self._timer = self._loop.call_at(when, self._handle_timer)
 
     def _handle_timer(self) -> None:
-        at = self._timer_at if self._timer_at is not None else self._loop.time()
+        now = self.now()
+        at = self._timer_at if self._timer_at is not None else now
         self._timer = None
         self._timer_at = None
-        self._run(self.machine.on_timer, max(at, self._loop.time()))
+        self._run(self.machine.on_timer, max(at, now))
 
     def stop(self) -> None:
         """Cancel the timer; later inputs still execute but nothing is re-armed."""
@@ -87,6 +101,9 @@ class Driver(Generic[A]):
             self._timer.cancel()
         self._timer = None
         self._timer_at = None
+        if self._timerfd is not None:
+            self._timerfd.close()
+            self._timerfd = None
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:

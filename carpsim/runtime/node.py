@@ -47,6 +47,7 @@ from carpsim.protocol.events import (
 )
 from carpsim.protocol.group import CarpGroup
 from carpsim.protocol.machine import CarpMachine
+from carpsim.runtime import hrtimer
 from carpsim.runtime.control import ControlServer, JsonDict
 from carpsim.runtime.driver import Driver
 from carpsim.runtime.events_log import EventsLog
@@ -409,8 +410,8 @@ class CarpNode:
         at = m.last_advert_at
         if at is None or self._loop is None:
             return None
-        # loop.time() is also read from the metrics thread: a clock read, no loop state.
-        return max(0.0, self._loop.time() - at)
+        # Same clock as the driver's inputs; also read from the metrics thread (no loop state).
+        return max(0.0, hrtimer.monotonic() - at)
 
     def status(self) -> dict[str, Any]:
         vhids = []
