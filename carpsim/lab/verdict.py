@@ -116,14 +116,20 @@ class Window:
 # Measurements
 
 
-def takeover_ms(events: Iterable[CarpEvent], w: Window) -> dict[int, float | None]:
-    """Per VHID: ms from the phase's event to the expected master's first MASTER transition."""
-    out: dict[int, float | None] = dict.fromkeys(w.vhids)
+def takeovers(events: Iterable[CarpEvent], w: Window) -> dict[int, CarpEvent | None]:
+    """Per VHID: the expected master's first MASTER transition inside the window."""
+    out: dict[int, CarpEvent | None] = dict.fromkeys(w.vhids)
     for ev in sorted(events, key=lambda e: e.mono):
         if (ev.node == w.master and ev.new == "MASTER" and ev.vhid in out
                 and out[ev.vhid] is None and w.start_mono <= ev.mono <= w.end_mono):
-            out[ev.vhid] = round((ev.mono - w.start_mono) * 1000, 1)
+            out[ev.vhid] = ev
     return out
+
+
+def takeover_ms(events: Iterable[CarpEvent], w: Window) -> dict[int, float | None]:
+    """Per VHID: ms from the phase's event to the expected master's first MASTER transition."""
+    return {v: None if ev is None else round((ev.mono - w.start_mono) * 1000, 1)
+            for v, ev in takeovers(events, w).items()}
 
 
 def final_states(
@@ -300,6 +306,7 @@ class PhaseResult:
     verdict: str
     reasons: tuple[str, ...]
     states_after: dict[str, dict[int, str]]
+    takeover_reason: dict[int, str | None] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -308,6 +315,7 @@ class PhaseResult:
             "reasons": list(self.reasons),
             "expected_master": self.window.master,
             "takeover_ms": {str(v): ms for v, ms in sorted(self.takeover_ms.items())},
+            "takeover_reason": {str(v): r for v, r in sorted(self.takeover_reason.items())},
             "ping": self.ping.as_json(),
             "tcp": self.tcp.as_json(),
             "states_after": self.states_after,
@@ -327,10 +335,11 @@ def evaluate(
     states_after: dict[str, dict[int, str]] | None = None,
 ) -> PhaseResult:
     take = takeover_ms(events, w)
+    why = {v: None if ev is None else ev.reason for v, ev in takeovers(events, w).items()}
     ping = ping_stats(pings, w, interval)
     tcp = tcp_stats(samples, ends, w)
     verdict, reasons = judge(take, ping, tcp, bounds)
-    return PhaseResult(w, take, ping, tcp, verdict, tuple(reasons), states_after or {})
+    return PhaseResult(w, take, ping, tcp, verdict, tuple(reasons), states_after or {}, why)
 
 
 def _spread(values: Sequence[float]) -> dict[str, float] | None:
