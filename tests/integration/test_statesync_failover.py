@@ -106,14 +106,18 @@ def sync_status(lab: Lab, node: str) -> dict[str, Any]:
 
 
 def first_master_after(lab: Lab, node: str, since: float) -> float | None:
+    """When `node` had become MASTER on every VHID after `since` (events JSONL), or None."""
     path = lab.paths.events(node)
     if not path.exists():
         return None
+    first: dict[int, float] = {}
     for line in path.read_text().splitlines():
         ev = json.loads(line)
         if ev["to"] == "MASTER" and ev["mono"] >= since:
-            return float(ev["mono"])
-    return None
+            first.setdefault(int(ev["vhid"]), float(ev["mono"]))
+    if len(first) < len(lab.topology.vips):
+        return None
+    return max(first.values())
 
 
 def resume_times(outs: list[Path], base: list[dict[str, Any]], timeout: float) -> list[float]:
