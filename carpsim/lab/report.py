@@ -116,7 +116,7 @@ def write_png(tl: Timeline, result: dict[str, Any], path: Path) -> None:
                              fontsize=8, ha="right")
     ax_ping.set_ylabel("ping RTT (ms)")
     ax_ping.set_ylim(0, top * 1.1)
-    ax_ping.legend(loc="upper left", fontsize=8)
+    ax_ping.legend(loc="center right", fontsize=8)
 
     for slot, (xs, ys) in throughput(tl).items():
         ax_tcp.plot(xs, ys, linewidth=1, label=slot)
@@ -125,7 +125,7 @@ def write_png(tl: Timeline, result: dict[str, Any], path: Path) -> None:
             ax_tcp.plot(end.at - tl.t0, 0, "x", color="#d62728")
     ax_tcp.set_ylabel("stream Mbit/s")
     ax_tcp.set_xlabel("seconds since the probes started")
-    ax_tcp.legend(loc="upper right", fontsize=8, ncol=8)
+    ax_tcp.legend(loc="lower right", fontsize=8, ncol=8)
 
     for label, at in tl.marks:
         colour = "#d62728" if label.startswith("kill") else "#2ca02c"

@@ -345,21 +345,6 @@ def _stream_records(items: list[dict[str, Any]]) -> tuple[list[StreamSample], li
     return samples, ends
 
 
-def _freeze(lab: Lab, node: str) -> None:
-    """Stop the node's daemon dead before its cables go (a power cut stops the CPU first).
-
-    The kill switch takes the links down one by one before its SIGKILL; a daemon still running
-    in between sees carrier loss on one segment and, by CARP group demotion, advertises demoted
-    on the segments still up: a goodbye by another name, letting the peer take those VHIDs over
-    at once (seen: takeovers logged as ``peer_demoted`` 16-32 ms after the kill instead of
-    ``master_down`` after ~3 s, in about one kill out of four).
-    """
-    pid = nodes.daemon_pid(lab.paths, node)
-    if pid is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGSTOP)
-
-
 def _sleep_until(wall: float) -> None:
     left = wall - time.time()
     if left > 0:
@@ -438,8 +423,7 @@ def _run_on(lab: Lab, brought_up: bool, opts: Options, progress: Progress) -> tu
                 time.sleep(opts.preroll)
                 ph = _Phase(kind, cycle, time.time(), time.monotonic())
                 if kind == "failover":
-                    _freeze(lab, victim)
-                    lab.kill(victim)
+                    lab.kill(victim)  # freezes the daemon before the links go (nodes.force_off)
                     ph.master, ph.backups = successor, ()
                     progress(f"cycle {cycle}: {victim} forced off (no goodbye)")
                 else:
