@@ -42,6 +42,7 @@ from typing import IO, Any
 from carpsim.errors import CarpsimError, ConfigError
 from carpsim.lab import nodes, probes, report, verdict
 from carpsim.lab.session import Lab
+from carpsim.lab.topology import Topology
 from carpsim.lab.verdict import Bounds, CarpEvent, PingSample, StreamEnd, StreamSample, Window
 from carpsim.net import netns
 
@@ -372,8 +373,23 @@ def _lab_as_found(opts: Options, prefix: str | None, progress: Progress) -> Iter
             progress(f"lab torn down ({len(gone)} namespaces removed)")
 
 
+def _master_down(topo: Topology) -> tuple[str, str, float]:
+    """(victim, successor, the successor's master-down interval in s)."""
+    victim = nodes.preferred_master(topo)
+    successor = nodes.preferred_master(topo, down={victim})
+    skew = topo.host(successor).advskew or 0
+    return victim, successor, verdict.master_down_interval(
+        topo.carp.master_down_formula, topo.carp.advbase, skew)
+
+
 def run(prefix: str | None, opts: Options, progress: Progress) -> tuple[dict[str, Any],
                                                                         report.Timeline]:
+    # Check the options against the lab's timers before building anything.
+    try:
+        topo = Lab.attach(prefix).topology
+    except ConfigError:
+        topo = Lab.create(opts.topology, prefix).topology
+    opts.check(_master_down(topo)[2])
     with _lab_as_found(opts, prefix, progress) as (lab, brought_up):
         return _run_on(lab, brought_up, opts, progress)
 
@@ -381,11 +397,7 @@ def run(prefix: str | None, opts: Options, progress: Progress) -> tuple[dict[str
 def _run_on(lab: Lab, brought_up: bool, opts: Options, progress: Progress) -> tuple[
         dict[str, Any], report.Timeline]:
     topo = lab.topology
-    victim = nodes.preferred_master(topo)
-    successor = nodes.preferred_master(topo, down={victim})
-    succ_skew = topo.host(successor).advskew or 0
-    master_down = verdict.master_down_interval(topo.carp.master_down_formula,
-                                               topo.carp.advbase, succ_skew)
+    victim, successor, master_down = _master_down(topo)
     opts.check(master_down)
     bounds = Bounds(master_down, verdict.loss_bound(master_down, opts.ping_interval,
                                                     GAP_TOLERANCE))
