@@ -181,7 +181,7 @@ class SyncPair:
             cands.append(link)
         return min(cands) if cands else None
 
-    def run_until(self, t_end: float, max_steps: int = 10_000_000) -> None:
+    def run_until(self, t_end: float, max_steps: int = 3_000_000) -> None:
         for _ in range(max_steps):
             nxt = self.next_deadline()
             if nxt is None or nxt > t_end:

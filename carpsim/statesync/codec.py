@@ -51,10 +51,25 @@ _PEER = "HBBIIIIHHBB6x"  # scrub(flags, ttl, scrub_flag, ts_mod), seqlo, seqhi, 
 # rt_addr, rule anchor nat_rule, creation expire, packets[4], bytes[4], creatorid, af proto dir,
 # state_flags, log, spare, timeout, sync_flags, updates, qid pqid dnpipe dnrpipe, rtableid,
 # min_ttl set_tos max_mss, set_prio[2], rt, rt_ifname.
+# packets[2][2] / bytes[2][2] are hi/lo u32 pairs; big-endian, each pair is exactly a u64.
 STATE_1400 = struct.Struct(
-    "!Q16s" "16s16sHH" "16s16sHH" + _PEER + _PEER + "16sIIIII" "IIII" "IIII" "I" "BBB" "HBBBBB"
+    "!Q16s" "16s16sHH" "16s16sHH" + _PEER + _PEER + "16sIIIII" "QQ" "QQ" "I" "BBB" "HBBBBB"
     "HHHH" "i" "BBH" "BB" "B16s"
 )
+
+
+def _decoder(alen: int) -> struct.Struct:
+    """Only the fields a StateRecord needs, addresses cut to `alen` by the format itself."""
+    a = f"{alen}s{16 - alen}x" if alen < 16 else "16s"
+    peer = "4xI12x4xB7x"  # ts_mod, state
+    return struct.Struct(
+        "!Q16x" + a + a + "HH" + a + a + "HH" + peer + peer + "16x12x4xI" "QQQQ" "I" "xBB" "4xB10x"
+        "i23x"
+    )
+
+
+_DEC4 = _decoder(4)
+_DEC6 = _decoder(16)
 UPD_C = struct.Struct("!Q" + _PEER + _PEER + "IIB3x")
 REF = struct.Struct("!QI")
 CLR = struct.Struct("!16sI")
@@ -120,6 +135,7 @@ def _timeout_class(proto: int) -> int:
 
 
 _TCLASS = [_timeout_class(p) for p in range(256)]
+_PROXY_DST = int(L.PROXY_DST)
 _M32 = 0xFFFFFFFF
 _ZERO16 = bytes(16)
 _ZERO12 = bytes(12)
@@ -251,8 +267,7 @@ def pack_state(rec: StateRecord) -> bytes:
         0, 0, 0, rec.status & _M32, 0, 0, 0, 0, 0, sl, 0,
         0, 0, 0, rec.mark & _M32, 0, 0, 0, 0, 0, dl, 0,
         _ZERO16, PF_RULE_NONE, PF_RULE_NONE, PF_RULE_NONE, 0, rec.timeout & _M32,
-        pk[0] >> 32, pk[0] & _M32, pk[1] >> 32, pk[1] & _M32,
-        by[0] >> 32, by[0] & _M32, by[1] >> 32, by[1] & _M32,
+        pk[0], pk[1], by[0], by[1],
         rec.creatorid,
         AF_INET if len(k.src) == 4 else AF_INET6_FREEBSD, k.proto,
         PF_OUT if ns is not None else PF_IN,
@@ -266,41 +281,35 @@ def pack_state(rec: StateRecord) -> bytes:
 
 
 def unpack_state(data: bytes | memoryview, off: int = 0) -> StateRecord:
-    f = STATE_1400.unpack_from(data, off)
-    af = f[47]
+    af = data[off + 232]
     if af == AF_INET:
-        alen = 4
+        dec = _DEC4
     elif af == AF_INET6_FREEBSD:
-        alen = 16
+        dec = _DEC6
     else:
         raise DecodeError(SyncDropReason.BADAF, f"address family {af}")
-    (sid, _ifn, wa0, wa1, wp0, wp1, sa0, sa1, sp0, sp1) = f[:10]
-    status, slevel = f[13], f[19]
-    mark, dlevel = f[24], f[30]
-    expire = f[37]
-    proto, direction, tclass = f[48], f[49], f[53]
-    if direction not in (PF_IN, PF_OUT):
+    (sid, wsrc, wdst, wp0, wp1, src, dst, sport, dport, status, slevel, mark, dlevel, expire,
+     p0, p1, b0, b1, creatorid, proto, direction, tclass, zone) = dec.unpack_from(
+        data, off)  # fmt: skip
+    if direction != PF_IN and direction != PF_OUT:  # noqa: PLR1714 - hot path
         raise DecodeError(SyncDropReason.BADDIR, f"direction {direction}")
-    if slevel > L.PROXY_DST or dlevel > L.PROXY_DST:
+    if slevel > _PROXY_DST or dlevel > _PROXY_DST:
         raise DecodeError(SyncDropReason.BADSTATE, f"peer levels {slevel}/{dlevel}")
     if tclass >= PFTM_MAX:
         raise DecodeError(SyncDropReason.BADTIMEOUT, f"timeout class {tclass}")
-    src = sa0[:alen]
-    dst = sa1[:alen]
-    wsrc = wa0[:alen]
-    wdst = wa1[:alen]
+    tcp = PEERS_TO_TCP.get((slevel, dlevel))
     return StateRecord(
-        key=FlowKey(proto, src, sp0, dst, sp1, f[60]),
-        creatorid=f[46],
-        id=sid,
-        nat_src=(wsrc, wp0) if wsrc != src or wp0 != sp0 else None,
-        nat_dst=(wdst, wp1) if wdst != dst or wp1 != sp1 else None,
-        tcp_state=PEERS_TO_TCP.get((slevel, dlevel)) or peers_to_tcp(slevel, dlevel),
-        timeout=expire,
-        status=status,
-        mark=mark,
-        packets=((f[38] << 32) | f[39], (f[40] << 32) | f[41]),
-        bytes_=((f[42] << 32) | f[43], (f[44] << 32) | f[45]),
+        FlowKey(proto, src, sport, dst, dport, zone),
+        creatorid,
+        sid,
+        (wsrc, wp0) if wp0 != sport or wsrc != src else None,
+        (wdst, wp1) if wp1 != dport or wdst != dst else None,
+        peers_to_tcp(slevel, dlevel) if tcp is None else tcp,
+        expire,
+        status,
+        mark,
+        (p0, p1),
+        (b0, b1),
     )
 
 
@@ -324,7 +333,7 @@ def unpack_upd_c(data: bytes | memoryview, off: int) -> CompressedUpdate:
     return CompressedUpdate(
         creatorid=f[23],
         id=f[0],
-        tcp_state=PEERS_TO_TCP.get((sl, dl)) or peers_to_tcp(sl, dl),
+        tcp_state=peers_to_tcp(sl, dl),
         timeout=f[24],
         status=f[4],
         mark=f[15],

@@ -19,6 +19,7 @@ IPV4_HEADER = 20
 _POSITIVE_FLOATS = (
     "flush_interval", "bulk_tick", "bulk_retry_interval", "bulk_timeout",
     "refresh_interval", "ack_delay", "resend_timeout", "nack_interval", "echo_window",
+    "tombstone_window",
 )  # fmt: skip
 _POSITIVE_INTS = (
     "bulk_frames_per_tick", "bulk_max_tries", "ack_every", "resend_burst",
@@ -68,6 +69,8 @@ class ReplicatorConfig:
     """Out-of-order frames held back at most; beyond that the gap is abandoned (re-requested)."""
     echo_window: float = 5.0
     """How long a kernel event matching one of our own installs/removals counts as its echo."""
+    tombstone_window: float = 30.0
+    """How long a locally deleted identity is refused if it comes back from the peer."""
     excluded_protos: frozenset[int] = field(default_factory=lambda: frozenset({IPPROTO_PFSYNC}))
     """Never replicate states of these IP protocols (the sync traffic itself)."""
     excluded_addresses: frozenset[str] = frozenset()

@@ -129,5 +129,6 @@ class SyncDropReason(enum.StrEnum):
     LOOP = "loop"
     DUPLICATE = "duplicate"
     STALE = "stale"
+    COLLISION = "collision"
     LINK_DOWN = "link_down"
     WINDOW = "window"

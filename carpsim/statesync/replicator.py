@@ -69,7 +69,7 @@ from carpsim.statesync.events import (
     RemoveStates,
     Transmit,
 )
-from carpsim.statesync.record import FlowKey, StateRecord
+from carpsim.statesync.record import FlowKey, StateRecord, tcp_progress
 from carpsim.statesync.reliability import ReliableReceiver, ReliableSender
 from carpsim.statesync.table import InMemoryStateTable
 
@@ -155,12 +155,17 @@ class Replicator:
         # against this list keeps it from being mistaken for a new local flow (and replicated
         # back as a zombie).
         self._echo: dict[FlowKey, list[tuple[float, object, object, object]]] = {}
+        # identities we deleted locally -> when: a record for one of them that crossed our
+        # DEL_C on the wire (e.g. in the peer's bulk) must not resurrect the state here.
+        self._tombstones: dict[tuple[int, int], float] = {}
         self.stats: dict[str, int] = {}
         """Plain counters for metrics (frames/records sent and received, resends, ...)."""
 
     # ------------------------------------------------------------------ timers
 
     def next_deadline(self) -> float | None:
+        if not self._started:
+            return None
         cands: list[float] = []
         if self._started:
             if self._refresh_at is not None:
@@ -267,11 +272,19 @@ class Replicator:
         if cur is None:
             return []
         self.table.delete(key)
-        self._local.pop(key, None)
+        owned = self._local.pop(key, None) is not None
         self._pending_updc.pop(key, None)
         self._sweep_keys.discard(key)
-        if self._pending_full.pop(key, None) == _INS and self._serve_keys is None:
-            return []  # the peer never heard of it
+        # Even with its INS still pending the peer may know the state (a bulk reads the
+        # table directly), so the DEL_C always goes out; deletes are idempotent.
+        self._pending_full.pop(key, None)
+        if owned:
+            self._tombstones[(cur.creatorid, cur.id)] = now
+        else:
+            # A state the peer drives (we only hold its copy) ended here, typically by
+            # expiring: the owner decides its life. If it is still alive there, the owner's
+            # next refresh names an id we no longer know and we fetch it again (UPD_REQ).
+            return []
         self._pending_dels[(cur.creatorid, cur.id)] = None
         self._arm_flush(now)
         return self._maybe_flush_now(now)
@@ -286,7 +299,7 @@ class Replicator:
             return
         cur = self.table.get(key)
         if rec.id == 0 and rec.creatorid == 0:
-            if cur is not None:
+            if cur is not None and tcp_progress(rec.tcp_state) >= tcp_progress(cur.tcp_state):
                 rec = replace(rec, creatorid=cur.creatorid, id=cur.id)
             else:
                 rec = replace(rec, creatorid=self.config.creatorid, id=self._next_id)
@@ -298,6 +311,8 @@ class Replicator:
             self.table.put(rec)
             self._pending_full[key] = _INS
         elif (
+            # (a local TCP state that went backwards got a new identity above: the tuple
+            # was reused by a new connection, which peers accept as a replacement)
             cur.tcp_state != rec.tcp_state
             or cur.nat_src != rec.nat_src
             or cur.nat_dst != rec.nat_dst
@@ -375,6 +390,19 @@ class Replicator:
                     key = rec.key
                     if key.proto in self.config.excluded_protos:
                         continue
+                    if self._tombstones and (rec.creatorid, rec.id) in self._tombstones:
+                        out.append(CountDrop(SyncDropReason.STALE, "deleted here"))
+                        continue
+                    cur = table.get(key)
+                    if (
+                        cur is not None
+                        and key in self._local
+                        and (rec.creatorid, rec.id) < (cur.creatorid, cur.id)
+                    ):
+                        # Both nodes created this tuple (split brain): the larger identity
+                        # wins on both sides, so they converge; ours is already on its way.
+                        out.append(CountDrop(SyncDropReason.COLLISION, "local state kept"))
+                        continue
                     if table.apply(rec):
                         installed.append(rec)
                         self._local.pop(key, None)
@@ -390,6 +418,8 @@ class Replicator:
                     assert isinstance(u, CompressedUpdate)
                     cur = table.by_id(u.creatorid, u.id)
                     if cur is None:
+                        if (u.creatorid, u.id) in self._tombstones:
+                            continue
                         self._pending_reqs[(u.creatorid, u.id)] = None
                         self._arm_flush(now)
                         continue
@@ -470,6 +500,13 @@ class Replicator:
         horizon = now - self.config.echo_window
         for k in [k for k, v in self._echo.items() if v[-1][0] < horizon]:
             del self._echo[k]
+        horizon = now - self.config.tombstone_window
+        tomb = self._tombstones
+        while tomb:
+            ident, when = next(iter(tomb.items()))
+            if when >= horizon:
+                break
+            del tomb[ident]
 
     # ------------------------------------------------------------------ bulk: requester side
 
@@ -539,6 +576,8 @@ class Replicator:
     # ------------------------------------------------------------------ bulk: server side
 
     def _serve_start(self, now: float, out: list[Action], *, pushed: bool) -> None:
+        if not self._link_up:
+            return  # the requester retries; a push is re-triggered by the next loss
         self._serve_keys = [r.key for r in self.table if not self._excluded_record(r.key)]
         self._serve_pos = 0
         self._serve_started = now
@@ -696,6 +735,8 @@ class Replicator:
                 Act.XNACK, [codec.XNACK.pack(g.first, g.last) for g in gaps]))  # fmt: skip
             r.nack_due = now + self.config.nack_interval
             self._count("nacks_tx")
+        else:
+            r.nack_due = None
         self._count("acks_tx")
         out.append(Transmit(codec.assemble(body)))
 

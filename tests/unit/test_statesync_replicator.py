@@ -141,11 +141,22 @@ def test_local_insert_is_coalesced_and_gets_an_identity() -> None:
     assert sections(out, Act.UPD) == []
 
 
-def test_insert_then_delete_within_the_window_sends_nothing() -> None:
+def test_insert_then_delete_within_the_window_sends_only_the_delete() -> None:
     r = ready_node()
     r.local_inserted(1.0, local(1))
     r.local_deleted(1.01, key(1))
-    assert r.on_timer(1.1) == []
+    out = r.on_timer(1.1)
+    assert sections(out, Act.INS) == []
+    assert len(sections(out, Act.DEL_C)) == 1  # a bulk may have carried the state already
+
+
+def test_expiry_of_a_peer_driven_copy_is_not_replicated() -> None:
+    r = ready_node()
+    peer = StateRecord(key(4), creatorid=2, id=3, tcp_state=TcpState.ESTABLISHED)
+    r.frame_received(1.1, peer_frame(2, Section(Act.INS, (peer,))))
+    assert r.local_deleted(1.2, key(4)) == []
+    assert r.pending_count() == 0
+    assert r.table.get(key(4)) is None
 
 
 def test_delete_after_send_goes_out_as_del_c_and_is_idempotent() -> None:
