@@ -308,6 +308,7 @@ class Replicator:
         if cur is None or (cur.creatorid, cur.id) != (rec.creatorid, rec.id):
             if cur is not None:
                 self._pending_dels[(cur.creatorid, cur.id)] = None
+                self._tombstones[(cur.creatorid, cur.id)] = now
             self.table.put(rec)
             self._pending_full[key] = _INS
         elif (

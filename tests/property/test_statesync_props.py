@@ -139,7 +139,7 @@ inputs = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 2**16), inputs)
 def test_random_input_sequences_never_raise_and_converge_after_healing(
     seed: int, steps: list[tuple[str, int, int, TcpState | None]]
