@@ -10,8 +10,6 @@ same config.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -120,21 +118,11 @@ def daemon_pid(paths: LabPaths, node: str) -> int | None:
     return None if stat.rsplit(")", 1)[1].split()[0] == "Z" else pid
 
 
-def _freeze(namespace: str) -> None:
-    """SIGSTOP every process of the namespace: a frozen daemon cannot react to the carrier loss."""
-    pids = subprocess.run(
-        ["ip", "netns", "pids", namespace], capture_output=True, text=True, check=False
-    ).stdout.split()
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(pid), signal.SIGSTOP)
-
-
 def force_off(topology: Topology, paths: LabPaths, node: Host) -> None:
     # Freeze first: the links go down one by one, and a live daemon that sees its WAN lose
     # carrier demotes the group and sends that demoted advert on a segment still up, so the
     # backup took one VHID over at once ("peer_demoted") instead of after master-down.
-    _freeze(paths.namespace(node.name))
+    netns.kill_processes(paths.namespace(node.name), signal.SIGSTOP)
     builder.set_links(topology, paths, node, up=False)
     netns.kill_processes(paths.namespace(node.name))
     paths.pid_file(node.name).unlink(missing_ok=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import signal
 import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -49,14 +50,14 @@ def create(name: str) -> None:
     run(name, ["ip", "link", "set", "lo", "up"])
 
 
-def kill_processes(name: str) -> None:
-    """SIGKILL every process whose network namespace is `name`."""
+def kill_processes(name: str, sig: int = signal.SIGKILL) -> None:
+    """Send `sig` (SIGKILL by default) to every process whose network namespace is `name`."""
     pids = subprocess.run(
         ["ip", "netns", "pids", name], capture_output=True, text=True, check=False
     ).stdout.split()
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(pid), 9)
+            os.kill(int(pid), sig)
 
 
 def remove(name: str) -> None:
