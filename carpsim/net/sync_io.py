@@ -39,6 +39,10 @@ _IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
 _PKTINFO = struct.Struct("=i4s4s")  # struct in_pktinfo: ifindex, spec_dst, addr
 _RECV_BUF = 65535
 _SO_RCVBUFFORCE = 33
+_SO_SNDBUFFORCE = 32
+# Frames handled per readable callback: a bulk arrives as thousands of frames back to back and
+# each costs a decode plus a mirror update, so the loop gets back to CARP's timer in between.
+_READ_BATCH = 64
 
 FrameHandler = Callable[[bytes], None]
 """Called with the pfsync payload (IP header stripped) of every frame that passed the checks."""
@@ -54,7 +58,8 @@ class SyncSocket:
         on_frame: FrameHandler,
         *,
         peer: IPv4Address | None = None,
-        rcvbuf: int = 4 << 20,
+        rcvbuf: int = 8 << 20,
+        sndbuf: int = 4 << 20,
     ) -> None:
         self.ifname = ifname
         self.ifindex = ifindex
@@ -81,6 +86,12 @@ class SyncSocket:
             tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
             mreqn = struct.pack("=4s4si", PFSYNC_GROUP.packed, bytes(4), ifindex)
             tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
+            # A bulk tick sends a few hundred frames at once from a non-blocking socket: with
+            # the default ~200 kB they would fail with EAGAIN and cost a resend round.
+            try:
+                tx.setsockopt(socket.SOL_SOCKET, _SO_SNDBUFFORCE, sndbuf)
+            except PermissionError:
+                tx.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
             tx.setblocking(False)
             rx.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)
             rx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
@@ -129,7 +140,7 @@ class SyncSocket:
     # ------------------------------------------------------------------ receive
 
     def _readable(self) -> None:
-        for _ in range(256):  # bounded so a flood cannot starve the rest of the loop
+        for _ in range(_READ_BATCH):  # bounded so a flood cannot starve the rest of the loop
             try:
                 data, anc, _flags, _addr = self._rx.recvmsg(_RECV_BUF, 64)
             except (BlockingIOError, InterruptedError):

@@ -6,12 +6,18 @@ conntrack table. Inputs reach the replicator through the generic `Driver`:
 - conntrack events (loop.add_reader on the event socket) -> local_inserted / local_updated /
   local_deleted; an event-socket overrun -> a resync from a kernel dump;
 - a kernel dump every `refresh_interval` -> local_snapshot (conntrack sends no event for traffic,
-  so this is how moved counters reach the replicator's liveness refresh, spec §4.3.3);
+  so this is how moved counters reach the replicator's liveness refresh, spec §4.3.3). Dumps run
+  in a worker thread with its own netlink socket (`ct_dump_worker`): only entries that changed
+  since the previous dump come back, in chunks, so the loop that also runs CARP is never held
+  for the length of a dump. Entries touched by an event while a dump ran are skipped (the event
+  is newer than the dump's copy);
 - sync frames that passed the socket's interface/TTL checks -> frame_received;
 - the sync interface's carrier -> link_up / link_down.
 
-Actions: Transmit -> the sync socket; InstallStates -> apply_many; RemoveStates ->
-delete_many; ReadyChanged -> `on_ready(ready, reason)`, which the node turns into a CARP
+Actions: Transmit -> the sync socket; InstallStates / RemoveStates -> a FIFO of kernel writes
+drained `WRITE_CHUNK` records per loop iteration (a 50k-state bulk or sweep never holds the
+loop for long; consecutive installs coalesce into one batched apply_many);
+ReadyChanged -> `on_ready(ready, reason)`, which the node turns into a CARP
 demotion while not ready (spec §1.7); CountDrop -> the socket's drop table (one table for the
 edge's badttl/badif and the codec's reasons); Bulk*/PeerRestarted -> status and logs.
 
@@ -27,7 +33,7 @@ import contextlib
 import logging
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import replace
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -41,6 +47,7 @@ from carpsim.net.conntrack import (
 )
 from carpsim.net.links import LinkInfo, Links, LinkWatcher
 from carpsim.net.sync_io import SyncSocket
+from carpsim.runtime.ct_dump_worker import DumpChunk, DumpWorker
 from carpsim.runtime.driver import Driver
 from carpsim.runtime.nodeconfig import StateSyncConfig
 from carpsim.statesync.constants import IPPROTO_PFSYNC
@@ -71,6 +78,8 @@ NETFILTER_SYSCTLS = {
     # Packet counters: what tells the liveness refresh that a flow is still moving.
     "nf_conntrack_acct": 1,
 }
+# Kernel writes per loop iteration (~2000 records ≈ 30 ms of netlink round trips at most).
+WRITE_CHUNK = 2000
 ReadyHandler = Any  # Callable[[bool, str], None]; Any keeps the node's bound method simple
 
 
@@ -104,6 +113,13 @@ class StateSyncService:
         self._watcher: LinkWatcher | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dump_handle: asyncio.TimerHandle | None = None
+        self._dumper: DumpWorker | None = None
+        self._dump_gen = 0
+        self._dump_inflight = False
+        self._dump_want: bool | None = None  # a dump asked for while one ran (True = full)
+        self._touched: set[FlowKey] = set()
+        self._writes: deque[tuple[str, list[Any]]] = deque()
+        self._write_handle: asyncio.Handle | None = None
         self._link_usable = True
         self.ready = False
         self.ready_reason = "starting"
@@ -148,6 +164,8 @@ class StateSyncService:
         self.table = KernelConntrackTable(exclude=exclude)
         # Subscribe before the first dump, so nothing changes unseen in between.
         self.table.subscribe()
+        self._dumper = DumpWorker(exclude, loop, self._dump_chunk)
+        self._dumper.start()
         peer = None if self.config.peer is None else IPv4Address(self.config.peer)
         self.sock = SyncSocket(self.link.name, self.link.index, self._frame, peer=peer)
         self._driver = Driver(self.replicator, self.execute, loop)
@@ -156,10 +174,11 @@ class StateSyncService:
         self._watcher = LinkWatcher(self._link_event)
         self._watcher.start(loop)
         rep = self.replicator
-        self._driver.feed(rep.local_snapshot, self._dump())
         if not self._link_usable:
             self._driver.feed(rep.link_down)
         self._driver.feed(rep.started)
+        # The seed dump arrives in chunks like every other (local states then go out as INS).
+        self._request_dump(full=True)
         self._dump_handle = loop.call_later(rcfg.refresh_interval, self._periodic_dump)
         dst = "group 224.0.0.240" if peer is None else f"peer {peer}"
         log.info("statesync: on %s to %s, creatorid %08x", self.link.name, dst, rcfg.creatorid)
@@ -172,6 +191,11 @@ class StateSyncService:
             self._driver.stop()
         if self._dump_handle is not None:
             self._dump_handle.cancel()
+        if self._dumper is not None:
+            self._dumper.stop()
+        if self._write_handle is not None:
+            self._write_handle.cancel()
+        self._writes.clear()
         if self._watcher is not None:
             self._watcher.close()
         if self.sock is not None:
@@ -217,8 +241,11 @@ class StateSyncService:
         rep = self.replicator
         assert rep is not None
         out: list[Action] = []
+        touched = self._touched if self._dump_inflight else None
         for kind, item in events:
             self.counters[f"ct_{kind}"] += 1
+            if touched is not None and item is not None:
+                touched.add(item if isinstance(item, FlowKey) else item.key)
             if kind == "new" and isinstance(item, StateRecord):
                 out.extend(rep.local_inserted(now, item))
             elif kind == "update" and isinstance(item, StateRecord):
@@ -226,38 +253,67 @@ class StateSyncService:
             elif kind == "destroy" and isinstance(item, FlowKey):
                 out.extend(rep.local_deleted(now, item))
             elif kind == "overrun":
-                out.extend(self._resync(now))
+                # Events were lost: a full dump (in the worker) re-reads the table and
+                # deletes our own states that vanished unseen.
+                self._once("overrun", "statesync: conntrack event overrun; resyncing from a dump")
+                self._request_dump(full=True)
         return out
 
-    def _resync(self, now: float) -> list[Action]:
-        """Events were lost: re-read the table; our own states that vanished are deleted."""
+    def _request_dump(self, *, full: bool) -> None:
+        """Ask the worker for a dump; while one runs, remember the wish (full wins)."""
+        if self._dumper is None or self._stopped:
+            return
+        if self._dump_inflight:
+            self._dump_want = bool(self._dump_want) or full
+            return
+        self._dump_inflight = True
+        self._dump_gen += 1
+        self._touched = set()
+        self.counters["dumps_full" if full else "dumps_changed"] += 1
+        self._dumper.request(self._dump_gen, full=full)
+
+    def _dump_chunk(self, chunk: DumpChunk) -> None:
+        """One slice of a dump, on the loop: feed it, and finish the dump on the last one."""
+        if self._stopped or self._driver is None or chunk.generation != self._dump_gen:
+            return
         rep = self.replicator
         assert rep is not None
-        self._once("overrun", "statesync: conntrack event overrun; resyncing from a dump")
-        records = self._dump()
-        out = list(rep.local_snapshot(now, records))
-        present = {r.key for r in records}
+        touched = self._touched
+        records = [r for r in chunk.records if r.key not in touched] if touched else chunk.records
+        self.counters["dump_records_fed"] += len(records)
+        if records:
+            self._driver.feed(rep.local_snapshot, records)
+        if not chunk.final:
+            return
+        if chunk.error is not None:
+            self._once("dump", "statesync: conntrack dump failed: %s", chunk.error)
+        else:
+            self.kernel_states = chunk.total
+            if chunk.present is not None:
+                self._driver.feed(self._vanished, chunk.present, frozenset(touched))
+        self._dump_inflight = False
+        self._touched = set()
+        want, self._dump_want = self._dump_want, None
+        if want is not None:
+            self._request_dump(full=want)
+
+    def _vanished(
+        self, now: float, present: frozenset[FlowKey], touched: frozenset[FlowKey]
+    ) -> list[Action]:
+        """After a full dump: our own states the kernel no longer has were deleted unseen."""
+        rep = self.replicator
+        assert rep is not None
         own = rep.config.creatorid
+        out: list[Action] = []
         for rec in rep.table.snapshot():
-            if rec.creatorid == own and rec.key not in present:
+            if rec.creatorid == own and rec.key not in present and rec.key not in touched:
                 out.extend(rep.local_deleted(now, rec.key))
         return out
-
-    def _dump(self) -> list[StateRecord]:
-        assert self.table is not None
-        try:
-            records = self.table.snapshot()
-        except OSError as exc:
-            self._once("dump", "statesync: conntrack dump failed: %s", exc)
-            return []
-        self.kernel_states = len(records)
-        return records
 
     def _periodic_dump(self) -> None:
         if self._stopped or self._loop is None or self.replicator is None:
             return
-        assert self._driver is not None
-        self._driver.feed(self.replicator.local_snapshot, self._dump())
+        self._request_dump(full=False)
         self._dump_handle = self._loop.call_later(
             self.replicator.config.refresh_interval, self._periodic_dump
         )
@@ -270,9 +326,9 @@ class StateSyncService:
                 assert self.sock is not None
                 self.sock.send(action.data)
             elif isinstance(action, InstallStates):
-                self._install(action.records)
+                self._queue_write("install", action.records)
             elif isinstance(action, RemoveStates):
-                self._remove(action.keys)
+                self._queue_write("remove", action.keys)
             elif isinstance(action, ReadyChanged):
                 self._ready_changed(action)
             elif isinstance(action, CountDrop):
@@ -290,7 +346,40 @@ class StateSyncService:
                 self.counters["peer_restarts"] += 1
                 log.info("statesync: peer epoch %08x -> %08x", action.old_epoch, action.new_epoch)
 
-    def _install(self, records: tuple[StateRecord, ...]) -> None:
+    def _queue_write(self, kind: str, items: tuple[Any, ...]) -> None:
+        """Kernel writes in order; consecutive ones of a kind coalesce into bigger batches."""
+        if self._writes and self._writes[-1][0] == kind:
+            self._writes[-1][1].extend(items)
+        else:
+            self._writes.append((kind, list(items)))
+        if self._write_handle is None and self._loop is not None:
+            self._write_handle = self._loop.call_soon(self._drain_writes)
+
+    def _drain_writes(self) -> None:
+        """At most WRITE_CHUNK records per loop iteration, then yield to CARP and the rest."""
+        self._write_handle = None
+        if self._stopped:
+            return
+        budget = WRITE_CHUNK
+        while self._writes and budget > 0:
+            kind, items = self._writes[0]
+            part = items[:budget]
+            del items[:budget]
+            if not items:
+                self._writes.popleft()
+            budget -= len(part)
+            if kind == "install":
+                self._install(part)
+            else:
+                self._remove(part)
+        if self._writes and self._loop is not None:
+            self._write_handle = self._loop.call_soon(self._drain_writes)
+
+    @property
+    def pending_writes(self) -> int:
+        return sum(len(items) for _kind, items in self._writes)
+
+    def _install(self, records: list[StateRecord]) -> None:
         assert self.table is not None
         try:
             result = self.table.apply_many(records)
@@ -306,7 +395,7 @@ class StateSyncService:
             self.install_failures[reason] += 1
             self._once(f"install:{reason}", "statesync: kernel refused %s: errno %s", key, code)
 
-    def _remove(self, keys: tuple[FlowKey, ...]) -> None:
+    def _remove(self, keys: list[FlowKey]) -> None:
         assert self.table is not None
         try:
             result = self.table.delete_many(keys)
@@ -386,6 +475,7 @@ class StateSyncService:
             },
             "replicator": stats,
             "kernel": dict(self.counters),
+            "pending_writes": self.pending_writes,
             "install_failures": dict(self.install_failures),
             "tx_errors": dict(sock.tx_errors) if sock else {},
             "bulk": dict(self.bulk),
