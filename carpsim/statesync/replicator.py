@@ -23,6 +23,10 @@ What goes out:
 Bulk (spec §1.6): `started`/`link_up` send UPD_REQ 0/0 (unsequenced) every
 `bulk_retry_interval` until BUS START, then wait for BUS END with a silence timeout of
 `bulk_timeout`; after `bulk_max_tries` requests the node becomes ready anyway (bulk_gave_up).
+Once a bulk has *completed* (BUS END), the node holds the table: a later sync-link flap neither
+makes it not ready nor re-requests a bulk (OpenBSD only requests at start-up). What it misses
+while the link is down comes back through the reliability layer (resend queue, NACK), or, if
+the peer had to give frames up, through the peer's bulk push.
 The server answers with BUS START, paced UPD frames from a key snapshot, BUS END. On BUS END the
 receiver also drops states of that creator that the bulk did not mention (deletes lost in an
 abandoned gap). Ready = link up and bulk finished; not ready => the edge demotes CARP (§1.7).
@@ -123,6 +127,8 @@ class Replicator:
         self._link_up = True
         self.ready = False
         self.ready_reason = "starting"
+        # A bulk completed (BUS END): from then on link flaps do not cost readiness.
+        self._in_sync = False
         # bulk request (we are the receiver)
         self.bulk_phase = BulkPhase.IDLE
         self._req_tries = 0
@@ -226,7 +232,8 @@ class Replicator:
             return out
         self._link_up = True
         if self._started:
-            self._bulk_request_start(now, out)
+            if not self._in_sync:
+                self._bulk_request_start(now, out)
             self._set_ready(out)
             if self._has_pending():
                 self._flush_at = now
@@ -559,10 +566,13 @@ class Replicator:
             self.bulk_phase = BulkPhase.DONE
             self._req_deadline = None
             out.append(BulkCompleted(now - self._req_first_at, self._req_count))
+            self._in_sync = True
             self._set_ready(out, "bulk_done")
 
     def _set_ready(self, out: list[Action], done_reason: str | None = None) -> None:
-        if not self._link_up:
+        if self._in_sync and self.bulk_phase is BulkPhase.DONE:
+            ready, reason = True, done_reason or self.ready_reason
+        elif not self._link_up:
             ready, reason = False, "link_down"
         elif self.bulk_phase is not BulkPhase.DONE:
             ready, reason = False, "bulk_pending"
@@ -761,6 +771,11 @@ class Replicator:
         self.stats[name] = self.stats.get(name, 0) + n
 
     # ------------------------------------------------------------------ introspection
+
+    @property
+    def in_sync(self) -> bool:
+        """A bulk update completed: link flaps no longer affect readiness."""
+        return self._in_sync
 
     @property
     def link_is_up(self) -> bool:

@@ -118,12 +118,47 @@ def test_bulk_receive_completes_and_reports_duration_and_count() -> None:
     assert ReadyChanged(True, "bulk_done") in out
 
 
-def test_link_down_makes_not_ready_and_link_up_requests_again() -> None:
+def test_link_flap_after_a_completed_bulk_keeps_ready_and_requests_nothing() -> None:
+    """A surviving master whose sync link flaps keeps its table: no demotion, no new bulk."""
     r = ready_node()
-    assert r.link_down(1.0) == [ReadyChanged(False, "link_down")]
-    out = r.link_up(2.0)
-    assert ReadyChanged(False, "bulk_pending") in out or r.ready is False
+    assert r.in_sync
+    assert r.link_down(2.5) == []
+    assert r.ready is True
+    out = r.link_up(3.0)
+    assert sections(out, Act.UPD_REQ) == []
+    assert not any(isinstance(a, ReadyChanged) for a in out)
+    assert r.ready is True
+    assert r.bulk_phase is BulkPhase.DONE
+    # The peer's frame 2 was lost during the flap; frame 3 shows the gap: NACK, not a bulk.
+    rec = StateRecord(key(3), creatorid=2, id=3)
+    out = r.frame_received(3.1, peer_frame(3, Section(Act.INS, (rec,))))
+    (nack,) = sections(out, Act.XNACK)
+    assert [(n.first, n.last) for n in nack.items] == [(2, 2)]  # type: ignore[union-attr]
+    assert sections(out, Act.UPD_REQ) == []
+    # No timer brings the bulk request back either.
+    assert all(sections(r.on_timer(t), Act.UPD_REQ) == [] for t in (4.0, 5.0, 6.0, 7.0))
+
+
+def test_link_down_before_the_bulk_completed_is_not_ready_and_link_up_requests_again() -> None:
+    r = make()
+    r.started(0.0)
+    assert r.link_down(0.5) == []  # already not ready (bulk_pending)
+    assert r.ready_reason == "link_down"
+    out = r.link_up(1.0)
     assert len(sections(out, Act.UPD_REQ)) == 1
+    assert r.ready is False
+    assert not r.in_sync
+
+
+def test_a_given_up_bulk_is_not_in_sync_link_flap_demotes_and_requests_again() -> None:
+    r = make(bulk_max_tries=1, refresh_interval=100.0)
+    r.started(0.0)
+    assert ReadyChanged(True, "bulk_gave_up") in r.on_timer(2.0)
+    assert not r.in_sync
+    assert r.link_down(3.0) == [ReadyChanged(False, "link_down")]
+    out = r.link_up(4.0)
+    assert len(sections(out, Act.UPD_REQ)) == 1
+    assert r.ready is False
 
 
 def test_local_insert_is_coalesced_and_gets_an_identity() -> None:
