@@ -15,9 +15,11 @@
 The lab is used as found: if none runs under the prefix, the command brings one up and tears it
 down at the end; a running lab is left running with its preferred master back in charge.
 
-State sync: the lab's node configs carry ``[statesync] enabled``; ``--no-statesync`` sets it to
-false (the default sets true) and, if that changes a config, restarts the daemons so they run
-with it (backups first, then the master), restoring the original setting at the end. Whether
+State sync: the lab's node configs carry ``[statesync] enabled``. A lab the command brings up
+itself is created with the requested setting (``Lab.create(..., statesync=False)`` for
+``--no-statesync``). On an already-running lab, ``--no-statesync`` sets it to false (the default
+sets true) and, if that changes a config, restarts the daemons so they run with it (backups
+first, then the master), restoring the original setting at the end. Whether
 state sync is *active* is read from the daemons themselves (a ``statesync`` section in their
 control-socket status); the JSON reports both, and the TCP figures show what it achieved.
 """
@@ -360,8 +362,10 @@ def _lab_as_found(opts: Options, prefix: str | None, progress: Progress) -> Iter
         lab = Lab.attach(prefix)
         brought_up = False
     except ConfigError:
-        lab = Lab.create(opts.topology, prefix)
-        progress(f"no lab under {lab.paths.prefix}: bringing the {opts.topology} lab up")
+        # Brought up here: straight with the requested state-sync setting (no daemon restart).
+        lab = Lab.create(opts.topology, prefix, statesync=opts.statesync)
+        progress(f"no lab under {lab.paths.prefix}: bringing the {opts.topology} lab up"
+                 f"{'' if opts.statesync else ' with state sync disabled'}")
         lab.up(progress=lambda s: progress("  " + s))
         brought_up = True
     owner = os.getpid()
