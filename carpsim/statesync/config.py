@@ -39,8 +39,10 @@ class ReplicatorConfig:
     """Coalescing delay for incremental changes (pfsync waits up to 1 s; we default lower)."""
     bulk_tick: float = 0.02
     """Pacing tick of a bulk transfer we serve (OpenBSD: 20 ms)."""
-    bulk_frames_per_tick: int = 50
-    """Frames of full states sent per bulk tick."""
+    bulk_frames_per_tick: int = 150
+    """Frames of full states sent per bulk tick (150 x 5 states / 20 ms = 37 500 states/s: a 50k
+    table in < 2 s of pacing on a dedicated sync link; 225 kB per tick fits the 4 MB socket
+    buffers; the resend queue's back-pressure still bounds what is in flight)."""
     bulk_retry_interval: float = 2.0
     """Re-send our bulk request this often until BUS START arrives (OpenBSD: 2 s)."""
     bulk_max_tries: int = 12
