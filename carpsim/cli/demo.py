@@ -1,9 +1,11 @@
-"""`carpsim demo`: the reference cluster, a forced failover and a failback, narrated (~20 s).
+"""`carpsim demo`: the reference cluster, a forced failover and a failback, narrated (~15 s).
 
 Brings the reference lab up under its own prefix (``cs-demo-``), shows the CARP status of both
-nodes, reaches the internet server from a LAN client through the outbound NAT, pulls node1's
-power cord while a ping runs, shows node2 taking over, powers node1 back on, shows it preempt,
-and always tears the lab down again (also on Ctrl-C or SIGTERM).
+nodes, reaches the internet server from a LAN client through the outbound NAT, starts a long
+download through it, pulls node1's power cord while a ping runs, shows node2 taking over with
+the download still running (state sync had replicated the connection states), powers node1
+back on, shows it sync and preempt, and always tears the lab down again (also on Ctrl-C or
+SIGTERM).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 from carpsim.lab import builder, status
 from carpsim.lab.session import Lab
+from carpsim.lab.tcp_probe import JsonLines
 from carpsim.net import netns
 
 SERVER = "203.0.113.10"
@@ -63,6 +66,76 @@ class Pinger:
         sent, got = int(summary.group(1)), int(summary.group(2))
         gap = max((b - a for a, b in itertools.pairwise(stamps)), default=0.0)
         return f"{sent} pings sent, {got} answered, {sent - got} lost; longest silence {gap:.2f}s"
+
+
+class Downloads:
+    """Long TCP downloads from the internet server to a LAN client, through the NAT."""
+
+    STREAMS = 4
+    PORT = 5001
+
+    def __init__(self, lab: Lab) -> None:
+        py = sys.executable
+        self.server = netns.popen(
+            lab.namespace_of("server"),
+            [py, "-m", "carpsim.lab.tcp_probe", "serve", "--port", str(self.PORT),
+             "--rate-mbit", "2"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        assert self.server.stdout is not None
+        JsonLines(self.server.stdout).wait_for("listening", 10.0)
+        self.client = netns.popen(
+            lab.namespace_of(CLIENT),
+            [py, "-m", "carpsim.lab.tcp_probe", "fetch", SERVER, "--port", str(self.PORT),
+             "--streams", str(self.STREAMS)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        assert self.client.stdout is not None
+        self.lines = JsonLines(self.client.stdout)
+
+    def connected(self) -> list[str]:
+        return [str(i["conn"]) for i in self.lines.snapshot() if i.get("ev") == "connect"]
+
+    def wait_resumed(self, since: float, timeout: float) -> None:
+        """Give TCP's retransmission backoff time: stop once every older stream has data."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            alive, older, _ = self._fate(since)
+            if alive == older:
+                return
+            time.sleep(0.2)
+
+    def report(self, since: float) -> str:
+        """How the downloads opened before `since` (wall clock) fared after it."""
+        alive, older, ended = self._fate(since)
+        text = f"{alive} of {older} downloads kept receiving, {len(ended)} broken"
+        if ended:
+            text += " (" + ", ".join(sorted(set(ended.values()))) + ")"
+        return text
+
+    def _fate(self, since: float) -> tuple[int, int, dict[str, str]]:
+        items = self.lines.snapshot()
+        older = {str(i["conn"]) for i in items if i.get("ev") == "connect" and i["t"] < since}
+        received: dict[str, int] = dict.fromkeys(older, 0)
+        ended: dict[str, str] = {}
+        for i in items:
+            conn = str(i.get("conn"))
+            if conn not in older:
+                continue
+            if i.get("ev") == "data" and float(i["last"]) >= since:
+                received[conn] += int(i["n"])
+            elif i.get("ev") == "end":
+                ended[conn] = str(i["reason"])
+        alive = [c for c, n in received.items() if n > 0 and c not in ended]
+        return len(alive), len(older), ended
+
+    def stop(self) -> None:
+        for proc in (self.client, self.server):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
 
 
 def _whoami(lab: Lab) -> str:
@@ -120,6 +193,13 @@ def run_demo(prefix: str) -> int:
         _say(f"TCP: the server sees the client as {_whoami(lab)}")
         _say("   -> outbound NAT translated the LAN address to the WAN VIP 192.168.100.254")
 
+        downloads = Downloads(lab)
+        deadline = time.monotonic() + 10
+        while len(downloads.connected()) < Downloads.STREAMS and time.monotonic() < deadline:
+            time.sleep(0.1)
+        _say(f"download: {len(downloads.connected())} TCP streams from {SERVER} to {CLIENT}, "
+             "2 Mbit/s each, through node1's NAT")
+
         _title("4. Force Off node1 (SIGKILL, every cable pulled, no goodbye) while pinging")
         pinger = Pinger(lab, CLIENT)
         time.sleep(1.0)
@@ -130,12 +210,16 @@ def run_demo(prefix: str) -> int:
         took = lab.wait_master("node2", timeout=10, down=["node1"])
         _say(f"after {time.monotonic() - t0:.1f}s: {_states_line(lab)}"
              + ("" if took else "  (node2 did NOT take over)"))
+        taken = time.time()
         time.sleep(1.0)
+        downloads.wait_resumed(taken, timeout=8.0)
         _say(f"ping during failover: {pinger.stop()}")
+        _say(f"download after failover: {downloads.report(taken)}")
+        _say("   -> node2 already held node1's connection states (state sync over the SYNC link)")
         _say(f"TCP after failover: the server sees {_whoami(lab)} (same VIP, now on node2)")
         _show_status(lab)
 
-        _title("5. Power node1 back on: it starts as BACKUP, then preempts with advskew 0")
+        _title("5. Power node1 back on: BACKUP, pulls the state table from node2, then preempts")
         pinger = Pinger(lab, CLIENT)
         time.sleep(0.5)
         t0 = time.monotonic()
@@ -143,8 +227,12 @@ def run_demo(prefix: str) -> int:
         back = lab.wait_master("node1", timeout=10)
         _say(f"after {time.monotonic() - t0:.1f}s: {_states_line(lab)}"
              + ("" if back else "  (node1 did NOT preempt)"))
+        returned = time.time()
         time.sleep(1.0)
+        downloads.wait_resumed(returned, timeout=8.0)
         _say(f"ping during failback: {pinger.stop()}")
+        _say(f"download after failback: {downloads.report(returned)}")
+        downloads.stop()
         _show_status(lab)
         server.kill()
         result = 0 if took and back else 1

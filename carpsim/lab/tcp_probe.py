@@ -40,7 +40,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import IO, Any
 
 PORT = 5001
 CHUNK = 4096
@@ -233,6 +233,49 @@ def _positive(kind: type[float] | type[int], name: str) -> Any:
             raise argparse.ArgumentTypeError(f"{name}: must be positive")
         return value
     return parse
+
+
+# ------------------------------------------------------------------------------------------------
+# The orchestrator's side: reading a probe's stdout
+
+
+class JsonLines:
+    """Reads a child's JSON-lines stdout on a thread; keeps every parsed object."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.items: list[dict[str, Any]] = []
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _run(self, stream: IO[bytes]) -> None:
+        for raw in stream:
+            try:
+                item = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(item, dict):
+                with self._cond:
+                    self.items.append(item)
+                    self._cond.notify_all()
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self._cond:
+            return list(self.items)
+
+    def wait_for(self, ev: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not any(i.get("ev") == ev for i in self.items):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,17 +33,17 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import Any
 
 from carpsim.errors import CarpsimError, ConfigError
 from carpsim.lab import nodes, probes, report, verdict
 from carpsim.lab.session import Lab
+from carpsim.lab.tcp_probe import JsonLines
 from carpsim.lab.topology import Topology
 from carpsim.lab.verdict import Bounds, CarpEvent, PingSample, StreamEnd, StreamSample, Window
 from carpsim.net import netns
@@ -83,44 +83,6 @@ class Options:
                 f"{master_down:.2f} s + 1 s, or no takeover fits in a phase) and 600 s")
 
 
-class _Lines:
-    """Reads a child's JSON-lines stdout on a thread; keeps every parsed object."""
-
-    def __init__(self, stream: IO[bytes]) -> None:
-        self.items: list[dict[str, Any]] = []
-        self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._run, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _run(self, stream: IO[bytes]) -> None:
-        for raw in stream:
-            try:
-                item = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(item, dict):
-                with self._cond:
-                    self.items.append(item)
-                    self._cond.notify_all()
-
-    def snapshot(self) -> list[dict[str, Any]]:
-        with self._cond:
-            return list(self.items)
-
-    def wait_for(self, ev: str, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not any(i.get("ev") == ev for i in self.items):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-        return True
-
-    def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
-
-
 @dataclass
 class _Probes:
     lab: Lab
@@ -128,8 +90,8 @@ class _Probes:
     target: str
     server: subprocess.Popen[bytes] | None = None
     client: subprocess.Popen[bytes] | None = None
-    server_lines: _Lines | None = None
-    client_lines: _Lines | None = None
+    server_lines: JsonLines | None = None
+    client_lines: JsonLines | None = None
     pinger: probes.IcmpProber | None = None
     cpu: dict[str, float] = field(default_factory=dict)
 
@@ -141,7 +103,7 @@ class _Probes:
              "--rate-mbit", str(self.opts.rate_mbit)],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
         assert self.server.stdout is not None
-        self.server_lines = _Lines(self.server.stdout)
+        self.server_lines = JsonLines(self.server.stdout)
         if not self.server_lines.wait_for("listening", 10.0):
             raise CarpsimError(f"the TCP stream server did not start in {self.opts.server}")
         self.pinger = probes.IcmpProber(self.lab.namespace_of(self.opts.client), self.target,
@@ -153,7 +115,7 @@ class _Probes:
              "--streams", str(self.opts.streams)],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
         assert self.client.stdout is not None
-        self.client_lines = _Lines(self.client.stdout)
+        self.client_lines = JsonLines(self.client.stdout)
 
     def renew_stalled(self) -> None:
         if self.client is not None and self.client.poll() is None:
