@@ -14,8 +14,8 @@ from dataclasses import dataclass
 class TcpState(enum.IntEnum):
     """Linux conntrack TCP states (nf_conntrack_tcp.h numbering), the lab's source of truth.
 
-    Ordered so a larger value is never "earlier" in a connection's life, except NONE/SYN_SENT2
-    which apply rules treat specially (see `tcp_progress`).
+    Ordered so a larger value is never "earlier" in a connection's life, except SYN_SENT2
+    (simultaneous open, after SYN_SENT): the apply order is `tcp_progress`.
     """
 
     NONE = 0
@@ -30,17 +30,21 @@ class TcpState(enum.IntEnum):
     SYN_SENT2 = 9
 
 
+# A strict order, as conntrack moves (SYN_SENT -> SYN_SENT2 on a SYN from the responder,
+# FIN_WAIT -> CLOSE_WAIT on the ACK of the FIN, never back) and as pf's per-peer levels of the
+# wire mapping do. Two distinct states of equal rank would make "never backwards" accept either
+# over the other: crossing updates would swap on the two nodes and never converge.
 _PROGRESS = {
     TcpState.NONE: 0,
     TcpState.SYN_SENT: 1,
-    TcpState.SYN_SENT2: 1,
-    TcpState.SYN_RECV: 2,
-    TcpState.ESTABLISHED: 3,
-    TcpState.FIN_WAIT: 4,
-    TcpState.CLOSE_WAIT: 4,
-    TcpState.LAST_ACK: 5,
-    TcpState.TIME_WAIT: 6,
-    TcpState.CLOSE: 7,
+    TcpState.SYN_SENT2: 2,
+    TcpState.SYN_RECV: 3,
+    TcpState.ESTABLISHED: 4,
+    TcpState.FIN_WAIT: 5,
+    TcpState.CLOSE_WAIT: 6,
+    TcpState.LAST_ACK: 7,
+    TcpState.TIME_WAIT: 8,
+    TcpState.CLOSE: 9,
 }
 
 

@@ -111,6 +111,13 @@ def _pack_bodies(groups: list[tuple[int, list[bytes], int]], budget: int) -> lis
     return bodies
 
 
+def _copy_of_ours(cur: StateRecord, rec: StateRecord) -> bool:
+    """`rec` names the connection `cur` (same identity) and shows no TCP progress beyond it."""
+    return (rec.creatorid, rec.id) == (cur.creatorid, cur.id) and tcp_progress(
+        rec.tcp_state
+    ) <= tcp_progress(cur.tcp_state)
+
+
 class Replicator:
     """Pure state-sync machine. Every input takes `now` and returns a list of actions."""
 
@@ -402,6 +409,18 @@ class Replicator:
                         out.append(CountDrop(SyncDropReason.STALE, "deleted here"))
                         continue
                     cur = table.get(key)
+                    if cur is not None and key in self._local and _copy_of_ours(cur, rec):
+                        # A state we drive coming back: a bulk re-states every state the
+                        # server holds, our own included, possibly older than what we sent
+                        # since. Only the peer seeing the flow progress is news; anything else
+                        # must neither overwrite our kernel's version nor take the state from
+                        # us (our later delete would pass for the expiry of a peer-driven
+                        # copy and never go out). Ours is on its way to the peer already.
+                        if (rec.tcp_state, rec.nat_src, rec.nat_dst) != (
+                            cur.tcp_state, cur.nat_src, cur.nat_dst
+                        ):
+                            out.append(CountDrop(SyncDropReason.STALE, "copy of a local state"))
+                        continue
                     if (
                         cur is not None
                         and key in self._local

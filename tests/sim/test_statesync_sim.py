@@ -176,3 +176,40 @@ def test_counter_movement_refreshes_the_peer_timeout() -> None:
     peer_copy = pair.nodes[1].kernel.get(rec.key)
     assert peer_copy is not None
     assert 431990 <= peer_copy.timeout <= 432000
+
+
+def test_delete_after_our_state_came_back_in_the_peers_bulk_reaches_the_peer() -> None:
+    """The hypothesis falsifying example, replayed on the property test's link and configs:
+    node 0's first bulk request is lost, its retry at t=2 s is answered by a bulk carrying node
+    1's copy of node 0's flow; node 0 must still own the flow, so its delete reaches node 1."""
+    faults = LinkFaults(loss=0.15, duplicate=0.1, reorder=0.2)
+    pair = SyncPair(0, faults, (ReplicatorConfig(creatorid=1, bulk_max_tries=3),
+                                ReplicatorConfig(creatorid=2, bulk_max_tries=3)))  # fmt: skip
+    pair.start(0)
+    pair.start(1)
+    k = FlowKey(6, bytes([10, 0, 0, 0]), 1000, bytes([10, 9, 0, 1]), 80)
+    pair.local_insert(0, StateRecord(k, tcp_state=TcpState.NONE, timeout=60))
+    pair.run_for(2.01)
+    assert [s.count for s in pair.nodes[1].served] == [1]  # the bulk that carried it back
+    pair.local_delete(0, k)
+    pair.link.faults = CLEAN
+    pair.run_for(60.0)
+    assert all(n.ready for n in pair.nodes)
+    assert len(pair.nodes[0].kernel) == len(pair.nodes[1].kernel) == 0
+    assert converged(pair)
+
+
+@pytest.mark.parametrize(("a", "b"), [(TcpState.FIN_WAIT, TcpState.CLOSE_WAIT),
+                                      (TcpState.SYN_SENT, TcpState.SYN_SENT2)])  # fmt: skip
+def test_crossing_updates_of_one_flow_from_both_nodes_converge(a: TcpState, b: TcpState) -> None:
+    """Both nodes see the flow (traffic moved mid-failover) and report different states at once."""
+    pair = started_pair(9)
+    base = TcpState.NONE if a is TcpState.SYN_SENT else TcpState.ESTABLISHED
+    rec = flow(0, 1, base)
+    pair.local_insert(0, rec)
+    pair.run_for(1.0)
+    pair.local_update(0, replace(rec, tcp_state=a))
+    pair.local_update(1, replace(rec, tcp_state=b))
+    pair.run_for(2.0)
+    assert converged(pair)
+    assert flow_view(pair.nodes[0].kernel)[rec.key][0] is b  # the later state wins on both

@@ -338,3 +338,59 @@ def test_plain_mode_sends_no_extension() -> None:
     out = r.started(0.0)
     assert frames(out)[0].seq is None
     assert r.config.states_per_frame() == 5
+
+
+def _peer_bulk(r: Replicator, now: float, seq: int, *states: StateRecord) -> list[Action]:
+    """The peer answers a bulk request: BUS START, one UPD frame, BUS END (seq, seq+1, seq+2)."""
+    start, end = (Section(Act.BUS, (BulkStatus(2, 0, st),)) for st in BusStatus)
+    out = r.frame_received(now, peer_frame(seq, start))
+    out += r.frame_received(now, peer_frame(seq + 1, Section(Act.UPD, states)))
+    out += r.frame_received(now, peer_frame(seq + 2, end))
+    return out
+
+
+def test_own_state_in_the_peers_bulk_stays_ours_and_its_delete_goes_out() -> None:
+    """Property falsifying example (seed 0): our retried bulk request is answered with the
+    peer's copy of our own state (a second older): it must not take the state from us."""
+    r = ready_node()
+    r.local_inserted(1.0, local(1, TcpState.NONE))
+    (ins,) = sections(r.on_timer(1.1), Act.INS)
+    (rec,) = ins.items
+    assert isinstance(rec, StateRecord)
+    out = _peer_bulk(r, 2.0, 2, replace(rec, timeout=119))
+    assert [a for a in out if isinstance(a, (InstallStates, RemoveStates, CountDrop))] == []
+    assert r.table.get(key(1)) == rec  # our kernel's version stands
+    assert r.local_deleted(2.01, key(1)) == []
+    (dels,) = sections(r.on_timer(2.11), Act.DEL_C)
+    assert dels.items == (StateRef(0xA1, rec.id),)
+
+
+def test_stale_copy_of_a_local_state_in_a_bulk_is_refused_and_ours_goes_out() -> None:
+    r = ready_node()
+    r.local_inserted(1.0, local(1, TcpState.FIN_WAIT))
+    (ins,) = sections(r.on_timer(1.1), Act.INS)
+    (rec,) = ins.items
+    assert isinstance(rec, StateRecord)
+    r.local_updated(1.2, local(1, TcpState.CLOSE_WAIT))  # crosses the peer's bulk below
+    out = _peer_bulk(r, 1.21, 2, rec)
+    assert CountDrop("stale", "copy of a local state") in out
+    assert not any(isinstance(a, InstallStates) for a in out)
+    (upd,) = sections(r.on_timer(1.3), Act.UPD)
+    assert upd.items == (replace(rec, tcp_state=TcpState.CLOSE_WAIT),)
+    r.local_deleted(1.4, key(1))
+    (dels,) = sections(r.on_timer(1.5), Act.DEL_C)
+    assert dels.items == (StateRef(0xA1, rec.id),)
+
+
+def test_a_local_state_the_peer_saw_progress_becomes_the_peers() -> None:
+    """After a failover the peer drives our state: its progress applies and the peer decides."""
+    r = ready_node()
+    r.local_inserted(1.0, local(1, TcpState.ESTABLISHED))
+    (ins,) = sections(r.on_timer(1.1), Act.INS)
+    (rec,) = ins.items
+    assert isinstance(rec, StateRecord)
+    ahead = replace(rec, tcp_state=TcpState.TIME_WAIT, timeout=30)
+    out = _peer_bulk(r, 2.0, 2, ahead)
+    assert InstallStates((ahead,)) in out
+    assert r.local_deleted(2.5, key(1)) == []  # expiry of what is now the peer's: not ours to say
+    assert r.pending_count() == 0

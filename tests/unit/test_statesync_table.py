@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from carpsim.statesync.record import FlowKey, StateRecord, TcpState
+from carpsim.statesync.record import FlowKey, StateRecord, TcpState, tcp_progress
 from carpsim.statesync.table import InMemoryStateTable, StateTable, should_apply
 
 KEY = FlowKey(6, bytes([10, 0, 0, 1]), 1000, bytes([10, 0, 0, 2]), 80)
@@ -27,8 +27,18 @@ def test_tcp_state_never_moves_backwards_for_the_same_identity() -> None:
     t.apply(replace(REC, tcp_state=TcpState.FIN_WAIT))
     assert not t.apply(REC)
     assert t.get(KEY).tcp_state is TcpState.FIN_WAIT  # type: ignore[union-attr]
-    assert t.apply(replace(REC, tcp_state=TcpState.CLOSE_WAIT, timeout=5))  # same rank, newer data
+    assert t.apply(replace(REC, tcp_state=TcpState.CLOSE_WAIT, timeout=5))  # forward, newer data
     assert t.get(KEY).timeout == 5  # type: ignore[union-attr]
+
+
+def test_tcp_progress_is_a_strict_order_so_crossing_updates_converge() -> None:
+    """Equal ranks would let two different states each replace the other (a swap)."""
+    assert len({tcp_progress(s) for s in TcpState}) == len(TcpState)
+    for older, newer in ((TcpState.SYN_SENT, TcpState.SYN_SENT2),
+                         (TcpState.SYN_SENT2, TcpState.SYN_RECV),
+                         (TcpState.FIN_WAIT, TcpState.CLOSE_WAIT)):  # fmt: skip
+        assert should_apply(replace(REC, tcp_state=older), replace(REC, tcp_state=newer))
+        assert not should_apply(replace(REC, tcp_state=newer), replace(REC, tcp_state=older))
 
 
 def test_identical_record_is_not_a_change() -> None:
