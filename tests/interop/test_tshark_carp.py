@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from interop.conftest import Lan, need_tool, vhid_state, wait_for
+from interop.conftest import Lan, need_tool, try_status, vhid_state, wait_for
 
 pytestmark = [pytest.mark.interop, pytest.mark.netns, pytest.mark.timeout(60)]
 
@@ -30,7 +30,11 @@ def test_tshark_dissects_carpsim_adverts_and_garp(lan: Lan) -> None:
                 "--pass", "K33p_It_S3cr3t!", "--addr", "10.81.0.254/24", "--advskew", "100",
                 "--control", control, log="n1.log")
     wait_for(lambda: vhid_state(control, 42) == "MASTER", 8, what="MASTER")
-    time.sleep(3.4)  # adverts every 1.39 s; the GARP repeats with the 2nd advert after takeover
+    # The GARP repeats with the 2nd advert after the takeover one (adverts every 1.39 s): wait
+    # for the daemon's own count of 3 adverts rather than a fixed sleep a loaded CI can outrun.
+    wait_for(lambda: (st := try_status(control)) is not None and st["tx_packets"] >= 3, 10,
+             what="three adverts")
+    time.sleep(0.3)
     dump.send_signal(signal.SIGINT)
     dump.wait(timeout=5)
 
