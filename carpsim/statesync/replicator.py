@@ -292,16 +292,22 @@ class Replicator:
         # Even with its INS still pending the peer may know the state (a bulk reads the
         # table directly), so the DEL_C always goes out; deletes are idempotent.
         self._pending_full.pop(key, None)
-        if owned:
-            self._tombstones[(cur.creatorid, cur.id)] = now
-        else:
+        if not owned:
             # A state the peer drives (we only hold its copy) ended here, typically by
             # expiring: the owner decides its life. If it is still alive there, the owner's
             # next refresh names an id we no longer know and we fetch it again (UPD_REQ).
             return []
-        self._pending_dels[(cur.creatorid, cur.id)] = None
-        self._arm_flush(now)
+        self._retire(now, cur)
         return self._maybe_flush_now(now)
+
+    def _retire(self, now: float, gone: StateRecord) -> None:
+        """A state we drove ended here: DEL_C its identity, refuse it if it comes back."""
+        ident = (gone.creatorid, gone.id)
+        self._pending_full.pop(gone.key, None)
+        self._pending_updc.pop(gone.key, None)
+        self._pending_dels[ident] = None
+        self._tombstones[ident] = now
+        self._arm_flush(now)
 
     def _local_change(self, now: float, rec: StateRecord) -> None:
         key = rec.key
@@ -321,8 +327,7 @@ class Replicator:
         self._sweep_keys.discard(key)
         if cur is None or (cur.creatorid, cur.id) != (rec.creatorid, rec.id):
             if cur is not None:
-                self._pending_dels[(cur.creatorid, cur.id)] = None
-                self._tombstones[(cur.creatorid, cur.id)] = now
+                self._retire(now, cur)
             self.table.put(rec)
             self._pending_full[key] = _INS
         elif (
@@ -432,7 +437,14 @@ class Replicator:
                         continue
                     if table.apply(rec):
                         installed.append(rec)
-                        self._local.pop(key, None)
+                        if self._local.pop(key, None) is not None and cur is not None and (
+                            (cur.creatorid, cur.id) != (rec.creatorid, rec.id)
+                        ):
+                            # Our own state under this tuple lost (split-brain collision, or
+                            # the peer reused the tuple): it ends here like a local delete.
+                            # Unannounced, a copy the peer took while its own was gone (our
+                            # INS crossed its DEL_C) would outlive it there.
+                            self._retire(now, cur)
                     elif table.get(key) != rec:
                         out.append(CountDrop(SyncDropReason.STALE, "tcp state would go back"))
                     self._sweep_keys.discard(key)

@@ -213,3 +213,29 @@ def test_crossing_updates_of_one_flow_from_both_nodes_converge(a: TcpState, b: T
     pair.run_for(2.0)
     assert converged(pair)
     assert flow_view(pair.nodes[0].kernel)[rec.key][0] is b  # the later state wins on both
+
+
+def test_split_brain_loser_does_not_outlive_the_winners_delete() -> None:
+    """Node 0's sync link is down (its bulk never completes) while both nodes create the same
+    tuple. Node 1's INS is lost until after node 1 deleted its state, so node 1 takes node 0's
+    state when the link heals, and node 0 then gives its own up to node 1's larger identity,
+    which the queued DEL_C removes. Node 0 must announce its loser, or node 1 keeps it forever."""
+    faults = LinkFaults(loss=0.3, duplicate=0.1, reorder=0.3)
+    pair = SyncPair(80, faults, (ReplicatorConfig(creatorid=1, bulk_max_tries=3),
+                                 ReplicatorConfig(creatorid=2, bulk_max_tries=3)))  # fmt: skip
+    pair.start(0)
+    pair.start(1)
+    pair.execute(0, pair.nodes[0].replicator.link_down(pair.now))
+    pair.run_for(0.78)
+    k = FlowKey(6, bytes([10, 0, 0, 7]), 1007, bytes([10, 9, 0, 1]), 80)
+    pair.local_insert(1, StateRecord(k, tcp_state=TcpState.CLOSE_WAIT, timeout=60))
+    pair.local_update(0, StateRecord(k, tcp_state=TcpState.LAST_ACK, timeout=60))
+    pair.run_for(1.96)
+    pair.local_delete(1, k)
+    pair.run_for(1.49)
+    pair.link.faults = CLEAN
+    pair.execute(0, pair.nodes[0].replicator.link_up(pair.now))
+    pair.run_for(60.0)
+    assert all(n.ready for n in pair.nodes)
+    assert len(pair.nodes[0].kernel) == len(pair.nodes[1].kernel) == 0
+    assert converged(pair)

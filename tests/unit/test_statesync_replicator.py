@@ -394,3 +394,25 @@ def test_a_local_state_the_peer_saw_progress_becomes_the_peers() -> None:
     assert InstallStates((ahead,)) in out
     assert r.local_deleted(2.5, key(1)) == []  # expiry of what is now the peer's: not ours to say
     assert r.pending_count() == 0
+
+
+def test_own_state_that_loses_a_collision_is_deleted_on_the_peer_too() -> None:
+    """Split brain: the peer's larger identity replaces ours; ours ended here, so its DEL_C goes
+    out (a copy the peer took while its own was gone must not outlive it) and it is refused if
+    it comes back."""
+    r = ready_node()
+    r.local_inserted(1.0, local(1, TcpState.LAST_ACK))
+    (ins,) = sections(r.on_timer(1.1), Act.INS)
+    (ours,) = ins.items
+    assert isinstance(ours, StateRecord)
+    theirs = StateRecord(key(1), creatorid=0xFFFF, id=5, tcp_state=TcpState.CLOSE_WAIT)
+    assert (theirs.creatorid, theirs.id) > (ours.creatorid, ours.id)
+    out = r.frame_received(1.2, peer_frame(2, Section(Act.INS, (theirs,))))
+    assert out == [InstallStates((theirs,))]
+    out = r.on_timer(1.3)
+    (dels,) = sections(out, Act.DEL_C)
+    assert dels.items == (StateRef(0xA1, ours.id),)
+    assert sections(out, Act.INS) == sections(out, Act.UPD) == []  # theirs is not echoed back
+    out = r.frame_received(1.4, peer_frame(3, Section(Act.INS, (ours,))))
+    assert out == [CountDrop("stale", "deleted here")]
+    assert r.local_deleted(1.5, key(1)) == []  # theirs now: the peer decides
