@@ -42,6 +42,7 @@ Loading only reads and validates: it never touches the host.
 
 from __future__ import annotations
 
+import math
 import tomllib
 import zlib
 from collections.abc import Mapping
@@ -140,6 +141,10 @@ def parse_statesync(table: Mapping[str, Any], node_name: str) -> StateSyncConfig
             value = table[key]
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ConfigError(f"statesync.{key}", f"must be a number, got {value!r}")
+            if not math.isfinite(value):
+                # TOML allows nan/inf; they would pass the replicator's "> 0" checks and
+                # crash the daemon later when a timer is armed.
+                raise ConfigError(f"statesync.{key}", f"must be finite, got {value!r}")
             kwargs[key] = float(value)
     for key in _SYNC_INTS:
         if key in table:

@@ -72,3 +72,13 @@ def test_errors_name_the_field(sync: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigError) as err:
         parse(with_sync(**sync))
     assert err.value.field == field
+
+
+@pytest.mark.parametrize("key", ["refresh_interval", "bulk_timeout", "resend_timeout"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_timings_are_config_errors(key: str, value: float) -> None:
+    # TOML has `nan` and `inf`; NaN passes a `<= 0` check and either one later crashes the
+    # daemon's timer arming (call_later(nan), timerfd round(inf)) instead of exiting 2.
+    with pytest.raises(ConfigError) as err:
+        parse(with_sync(interface="sync", **{key: value}))
+    assert err.value.field == f"statesync.{key}"
