@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from carpsim.errors import CarpsimError
 from carpsim.net.conntrack import KernelConntrackTable, SyncExclusion
 from carpsim.statesync.record import FlowKey, StateRecord
 
@@ -127,7 +128,10 @@ class DumpWorker:
                         if not self._post(DumpChunk(generation, batch)):
                             return seen, False
                         batch = []
-        except OSError as exc:
+        except (OSError, CarpsimError) as exc:
+            # ConntrackError (the kernel's NLMSG_ERROR) is not an OSError. Whatever failed, the
+            # loop must get a final chunk: until then it treats the dump as running and never
+            # asks for another (no refresh, no overrun resync) while this thread would be gone.
             self._post(DumpChunk(generation, batch, final=True, error=str(exc)))
             # Keep the old signatures: the next dump compares against a complete picture.
             return last, True
