@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Interface
 from typing import Any
 
+from pyroute2.netlink.exceptions import NetlinkError
+
 from carpsim.errors import ConfigError
 from carpsim.net import sysctl
 from carpsim.net.carp_io import CarpSocket
@@ -218,11 +220,16 @@ class CarpNode:
             self._driver.feed(self.group.shutdown)
             self._driver.stop()
         for rt in self.vhids.values():
-            for vip in rt.spec.carp.vips:
-                self.links.del_address(rt.vip_index, vip)
-            if rt.macvlan is not None:
-                self.links.delete(rt.macvlan.index)
-                rt.macvlan = None
+            try:
+                for vip in rt.spec.carp.vips:
+                    self.links.del_address(rt.vip_index, vip)
+                if rt.macvlan is not None:
+                    self.links.delete(rt.macvlan.index)
+                    rt.macvlan = None
+            except (OSError, NetlinkError) as exc:
+                # One refusal must not leave the other VHIDs' VIPs, the sockets and the
+                # control socket behind.
+                log.error("vhid %d: cleanup failed: %s", rt.vhid, exc)
         if self._watcher is not None:
             self._watcher.close()
         for sock in self._sockets.values():
@@ -360,7 +367,9 @@ class CarpNode:
                 self.links.add_address(rt.vip_index, vip)
             if rt.macvlan is not None:
                 self.links.set_up(rt.macvlan.index, True)
-        except OSError as exc:
+        except (OSError, NetlinkError) as exc:
+            # NetlinkError is not an OSError: uncaught, it would abort this batch of actions
+            # and skip the new master's advert and GARP.
             log.error("vhid %d: adding VIPs failed: %s", action.vhid, exc)
 
     def _del_vip(self, action: DelVip) -> None:
@@ -370,7 +379,7 @@ class CarpNode:
                 self.links.set_up(rt.macvlan.index, False)
             for vip in action.vips:
                 self.links.del_address(rt.vip_index, vip)
-        except OSError as exc:
+        except (OSError, NetlinkError) as exc:
             log.error("vhid %d: removing VIPs failed: %s", action.vhid, exc)
 
     def _state_changed(self, action: StateChanged) -> None:
