@@ -214,11 +214,13 @@ class CarpNode:
         if self._stopping:
             return
         self._stopping = True
-        if self.statesync is not None:
-            self.statesync.stop()
         if self._driver is not None:
             self._driver.feed(self.group.shutdown)
             self._driver.stop()
+        # After the bow-out: stopping state sync joins the dump worker, which can block the
+        # loop for up to its join timeout while a large dump finishes.
+        if self.statesync is not None:
+            self.statesync.stop()
         for rt in self.vhids.values():
             try:
                 for vip in rt.spec.carp.vips:

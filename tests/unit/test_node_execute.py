@@ -43,6 +43,9 @@ class _RecordingSocket:
     def send_frame(self, frame: bytes) -> None:
         self.frames.append(frame)
 
+    def close(self) -> None:
+        pass
+
 
 def _node() -> tuple[CarpNode, _RecordingSocket]:
     spec = build_vhid(vhid=1, interface="lan0", srcip="192.168.110.251",
@@ -138,3 +141,39 @@ def test_stop_cleans_every_vhid_even_when_one_macvlan_delete_fails() -> None:
     assert links.deleted == [9]
     assert sock.closed
     assert links.closed
+
+
+class _SlowStoppingSync:
+    """State sync whose stop() blocks (the dump worker's join); records what CARP had sent."""
+
+    demotion = 0
+
+    def __init__(self, sock: _RecordingSocket) -> None:
+        self._sock = sock
+        self.adverts_at_stop: int | None = None
+
+    def stop(self) -> None:
+        self.adverts_at_stop = len(self._sock.adverts)
+
+
+def test_the_bow_out_is_sent_before_state_sync_stops() -> None:
+    node, sock = _node()
+    node.links = _RefusingDeleteLinks()  # type: ignore[assignment]
+    sync = _SlowStoppingSync(sock)
+    node.statesync = sync  # type: ignore[assignment]
+
+    async def main() -> None:
+        from carpsim.runtime.driver import Driver  # noqa: PLC0415
+
+        driver = Driver(node.group, node.execute, asyncio.get_running_loop())
+        node._driver = driver
+        driver.feed(node.group.link_up, [1])
+        driver._run(node.group.on_timer, driver.now() + 60.0)  # master-down expired
+        assert node.group.machine(1).state is CarpState.MASTER
+        sent = len(sock.adverts)
+        await node.stop()
+        assert len(sock.adverts) == sent + 1  # the bow-out
+
+    asyncio.run(main())
+    assert sync.adverts_at_stop is not None
+    assert sync.adverts_at_stop == len(sock.adverts)
