@@ -63,6 +63,9 @@ class ControlServer:
             reply = handler(request)
         except (ValueError, TypeError, KeyError) as exc:
             return {"ok": False, "error": str(exc)}
+        except Exception as exc:  # a bug in one command must not cost the client its answer
+            log.exception("control: %r failed", request["cmd"])
+            return {"ok": False, "error": f"internal error: {type(exc).__name__}"}
         return {"ok": True, **reply}
 
     async def start(self) -> None:
@@ -83,7 +86,7 @@ class ControlServer:
                     break
                 try:
                     request = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):
                     reply: JsonDict = {"ok": False, "error": "not JSON"}
                 else:
                     reply = self.handle(request)
