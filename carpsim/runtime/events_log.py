@@ -8,9 +8,12 @@ a SIGKILLed daemon's last transition is on disk.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import TextIO
+
+log = logging.getLogger(__name__)
 
 
 class EventsLog:
@@ -19,6 +22,7 @@ class EventsLog:
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
         self._fh: TextIO = p.open("a", encoding="utf-8")
+        self.write_errors = 0
 
     def transition(self, vhid: int, old: str, new: str, reason: str) -> None:
         rec = {
@@ -30,8 +34,14 @@ class EventsLog:
             "to": new,
             "reason": reason,
         }
-        self._fh.write(json.dumps(rec) + "\n")
-        self._fh.flush()
+        try:
+            self._fh.write(json.dumps(rec) + "\n")
+            self._fh.flush()
+        except OSError as exc:
+            # A full disk must not stop the transition's hooks or the daemon: count, log once.
+            self.write_errors += 1
+            if self.write_errors == 1:
+                log.error("events log: cannot write (%s); further failures are only counted", exc)
 
     def close(self) -> None:
         self._fh.close()
