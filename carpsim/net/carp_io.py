@@ -23,6 +23,7 @@ from carpsim.net.garp import ETH_P_IP, ethernet_frame, multicast_mac
 from carpsim.protocol.constants import CARP_GROUP_V4, IPPROTO_CARP
 
 _RECV_BUF = 65535
+_MAX_READS_PER_WAKEUP = 64
 _SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 
 PacketHandler = Callable[[bytes], None]
@@ -78,8 +79,10 @@ class CarpSocket:
         loop.add_reader(self._rx.fileno(), self._readable)
 
     def _readable(self) -> None:
-        # Drain everything queued: one wake-up may cover several adverts.
-        while True:
+        # Drain what is queued (one wake-up may cover several adverts), but at most a bounded
+        # batch: under a flood the loop must still get back to its timers, or a master stops
+        # advertising. The reader fires again at once while data is left.
+        for _ in range(_MAX_READS_PER_WAKEUP):
             try:
                 data = self._rx.recv(_RECV_BUF)
             except (BlockingIOError, InterruptedError):
