@@ -72,7 +72,7 @@ class ControlServer:
         p = Path(self.path)
         p.parent.mkdir(parents=True, exist_ok=True)
         if p.exists() or p.is_symlink():
-            if _is_listening(self.path):
+            if is_listening(self.path):
                 raise OSError(f"control socket {self.path} is in use by a running daemon")
             p.unlink()
         self._server = await asyncio.start_unix_server(self._client, path=self.path)
@@ -108,7 +108,8 @@ class ControlServer:
             os.unlink(self.path)
 
 
-def _is_listening(path: str) -> bool:
+def is_listening(path: str) -> bool:
+    """Whether a daemon answers on this control socket path."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(0.5)
         try:

@@ -50,7 +50,7 @@ from carpsim.protocol.events import (
 from carpsim.protocol.group import CarpGroup
 from carpsim.protocol.machine import CarpMachine
 from carpsim.runtime import hrtimer
-from carpsim.runtime.control import ControlServer, JsonDict
+from carpsim.runtime.control import ControlServer, JsonDict, is_listening
 from carpsim.runtime.driver import Driver
 from carpsim.runtime.events_log import EventsLog
 from carpsim.runtime.hooks import HookRunner
@@ -118,6 +118,11 @@ class CarpNode:
 
     def prepare(self) -> None:
         """Check the host can run this config; raises ConfigError and changes nothing."""
+        if is_listening(self.config.control):
+            # Checked first: start() reclaims "stale" macvlans and VIPs, which would tear down
+            # the running daemon's before failing on the busy socket.
+            raise ConfigError("node.control", f"{self.config.control} is in use by a running "
+                              "daemon (stop it first, or give this node another control path)")
         for spec in self.config.vhids:
             where = f"vhid[{spec.carp.vhid}].interface"
             parent = self.links.lookup(spec.interface)

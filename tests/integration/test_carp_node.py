@@ -191,3 +191,24 @@ def test_nodeconfig_parse_defaults_and_overrides() -> None:
             {"vhid": 1, "interface": "lan", "srcip": "x", "vips": ["1.2.3.4/24"],
              "password": "pw"}]})
     assert err.value.field == "vhid[1].srcip"
+
+
+def test_a_second_daemon_on_a_busy_control_socket_leaves_the_first_alone(lan: Lan) -> None:
+    lan.plug("n1", "lan", "10.51.0.1/24", bridge="br0")
+    lan.plug("n1", "dmz", "10.52.0.1/24", bridge="br1")
+    config = node_toml(lan.tmp, "n1", 1, 0)
+    control = str(lan.tmp / "n1.sock")
+    lan.carpsim("n1", "node", "--config", str(config), log="n1.log")
+    wait_for(lambda: states(control) == {1: "MASTER", 2: "MASTER"}, 8, what="n1 master")
+    macvlans = lan.sh(lan.host("n1"), "ip", "-o", "link", "show", "type", "macvlan")
+    second = subprocess.run(
+        ["ip", "netns", "exec", lan.host("n1"), sys.executable, "-m", "carpsim", "node",
+         "--config", str(config)], capture_output=True, text=True, check=False, timeout=20)
+    assert second.returncode == 2, second.stderr
+    assert "node.control" in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1, second.stderr
+    # The running daemon kept its VIPs, macvlans and mastership.
+    assert lan.sh(lan.host("n1"), "ip", "-o", "link", "show", "type", "macvlan") == macvlans
+    assert "10.51.0.254/24" in lan.sh(lan.host("n1"), "ip", "-o", "addr", "show")
+    time.sleep(1.5)
+    assert states(control) == {1: "MASTER", 2: "MASTER"}
