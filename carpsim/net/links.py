@@ -12,6 +12,8 @@ name pattern or by virtual MAC on the same parent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import re
 import socket
 import struct
@@ -199,6 +201,9 @@ class Links:
 _RTMGRP_LINK = 0x1
 _RTM_NEWLINK = 16
 _RTM_DELLINK = 17
+_RTM_GETLINK = 18
+_NLM_F_REQUEST = 0x1
+_NLM_F_DUMP = 0x300
 _NLMSG_HDR = struct.Struct("=LHHLL")
 _IFINFOMSG = struct.Struct("=BxHiII")
 
@@ -216,8 +221,11 @@ class LinkWatcher:
         self._on_change = on_change
         self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
         self._sock.bind((0, _RTMGRP_LINK))
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         self._sock.setblocking(False)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._seq = 0
+        self.overruns = 0
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -229,10 +237,26 @@ class LinkWatcher:
                 data = self._sock.recv(65536)
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    # The kernel dropped link events: a missed carrier change would leave CARP
+                    # or state sync on a stale view until the next one. Ask for every link.
+                    self.overruns += 1
+                    self.resync()
+                    continue
                 return
             for index, flags, deleted in parse_link_messages(data):
                 self._on_change(index, flags, deleted)
+
+    def resync(self) -> None:
+        """Request a dump of every link; the replies arrive as RTM_NEWLINK like any event."""
+        self._seq += 1
+        request = _NLMSG_HDR.pack(
+            _NLMSG_HDR.size + _IFINFOMSG.size, _RTM_GETLINK, _NLM_F_REQUEST | _NLM_F_DUMP,
+            self._seq, 0,
+        ) + _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+        with contextlib.suppress(OSError):
+            self._sock.send(request)
 
     def close(self) -> None:
         if self._loop is not None and not self._loop.is_closed():
