@@ -70,7 +70,7 @@ def _decoder(alen: int) -> struct.Struct:
 
 _DEC4 = _decoder(4)
 _DEC6 = _decoder(16)
-UPD_C = struct.Struct("!Q" + _PEER + _PEER + "IIB3x")
+UPD_C = struct.Struct("!Q" + _PEER + _PEER + "IIBB2x")
 REF = struct.Struct("!QI")
 CLR = struct.Struct("!16sI")
 BUS = struct.Struct("!IIB3x")
@@ -161,6 +161,8 @@ class CompressedUpdate:
     timeout: int
     status: int = 0
     mark: int = 0
+    flags: int = 0
+    """carpsim UPD_C flags (pad byte 0, zero from pf): UPDC_TRAFFIC."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,7 +321,7 @@ def pack_upd_c(u: CompressedUpdate) -> bytes:
         u.id,
         0, 0, 0, u.status & _M32, 0, 0, 0, 0, 0, sl, 0,
         0, 0, 0, u.mark & _M32, 0, 0, 0, 0, 0, dl, 0,
-        u.creatorid, u.timeout & _M32, PFTM_TCP_ESTABLISHED,
+        u.creatorid, u.timeout & _M32, PFTM_TCP_ESTABLISHED, u.flags & 0xFF,
     )  # fmt: skip
 
 
@@ -337,6 +339,7 @@ def unpack_upd_c(data: bytes | memoryview, off: int) -> CompressedUpdate:
         timeout=f[24],
         status=f[4],
         mark=f[15],
+        flags=f[26],
     )
 
 

@@ -54,6 +54,8 @@ XSEQ_LEN = 24
 XNACK_LEN = 8
 XSEQ_RESTART = 0x01  # sender's first frames of an epoch (informational; receivers key on epoch)
 XSEQ_BULK = 0x02  # frame belongs to a bulk transfer (informational, for dissectors/metrics)
+# UPD_C flags, in the first of its three pad bytes (pf ignores the pad; a pf peer sends 0):
+UPDC_TRAFFIC = 0x01  # the sender forwarded traffic of this state since its previous refresh
 
 # Record sizes for the actions we can at least skip over; None = size unknown -> badact.
 RECORD_LEN: dict[int, int] = {

@@ -56,6 +56,7 @@ from carpsim.statesync.constants import (
     STATE_1400_LEN,
     SUBHEADER_LEN,
     UPD_C_LEN,
+    UPDC_TRAFFIC,
     XSEQ_BULK,
     XSEQ_RESTART,
     Act,
@@ -171,6 +172,11 @@ class Replicator:
         # identities we deleted locally -> when: a record for one of them that crossed our
         # DEL_C on the wire (e.g. in the peer's bulk) must not resurrect the state here.
         self._tombstones: dict[tuple[int, int], float] = {}
+        # Claims (see `_claiming`): key -> seq of the last frame that carried our refresh with
+        # UPDC_TRAFFIC for it (0 in plain mode); `_peer_ack`: the peer's cumulative ACK of our
+        # stream, i.e. everything up to it was processed there.
+        self._claims: dict[FlowKey, int] = {}
+        self._peer_ack = 0
         self.stats: dict[str, int] = {}
         """Plain counters for metrics (frames/records sent and received, resends, ...)."""
 
@@ -288,6 +294,7 @@ class Replicator:
         self.table.delete(key)
         owned = self._local.pop(key, None) is not None
         self._pending_updc.pop(key, None)
+        self._claims.pop(key, None)
         self._sweep_keys.discard(key)
         # Even with its INS still pending the peer may know the state (a bulk reads the
         # table directly), so the DEL_C always goes out; deletes are idempotent.
@@ -299,6 +306,38 @@ class Replicator:
             return []
         self._retire(now, cur)
         return self._maybe_flush_now(now)
+
+    def _hand_over(self, key: FlowKey) -> bool:
+        """The peer drives this state from now on; True if we drove it.
+
+        Traffic we saw but did not refresh yet is dropped with it: refreshed with
+        UPDC_TRAFFIC after we gave the state up, it would take the state from the peer while
+        we no longer drive it either (fuzz: nobody drove the flow).
+        """
+        self._claims.pop(key, None)
+        self._pending_updc.pop(key, None)
+        if self._local.pop(key, None) is None:
+            return False
+        self._count("handovers_rx")
+        return True
+
+    def _claiming(self, key: FlowKey) -> bool:
+        """We forward this flow as far as the peer can know: traffic not yet refreshed, or our
+        last refresh reporting traffic not yet processed by the peer.
+
+        A refresh with UPDC_TRAFFIC takes a state only from a receiver not claiming it. Two
+        crossing ones cannot each take it: node A gives up only after B processed A's last
+        claim, so B would have processed A's claim before A processed B's, and vice versa.
+        """
+        if key in self._pending_updc:
+            return True
+        seq = self._claims.get(key)
+        if seq is None:
+            return False
+        if seq <= self._peer_ack:
+            del self._claims[key]
+            return False
+        return True
 
     def _retire(self, now: float, gone: StateRecord) -> None:
         """A state we drove ended here: DEL_C its identity, refuse it if it comes back."""
@@ -369,6 +408,8 @@ class Replicator:
             out.append(CountDrop(SyncDropReason.LOOP, "own epoch"))
             return out
         self._sender.on_ack(hdr.ack_epoch, hdr.ack, now, self.config.resend_timeout)
+        if hdr.ack_epoch == self.epoch and hdr.ack > self._peer_ack:
+            self._peer_ack = hdr.ack
         cfg = self.config
         if hdr.ack_epoch == self.epoch and self._link_up:
             for section in frame.sections:
@@ -437,7 +478,7 @@ class Replicator:
                         continue
                     if table.apply(rec):
                         installed.append(rec)
-                        if self._local.pop(key, None) is not None and cur is not None and (
+                        if self._hand_over(key) and cur is not None and (
                             (cur.creatorid, cur.id) != (rec.creatorid, rec.id)
                         ):
                             # Our own state under this tuple lost (split-brain collision, or
@@ -464,11 +505,25 @@ class Replicator:
                         continue
                     new = replace(cur, tcp_state=u.tcp_state, timeout=u.timeout,
                                   status=u.status, mark=u.mark)  # fmt: skip
-                    if table.apply(new):
-                        installed.append(new)
-                        self._local.pop(cur.key, None)
-                    elif new != cur:
+                    if tcp_progress(u.tcp_state) < tcp_progress(cur.tcp_state):
                         out.append(CountDrop(SyncDropReason.STALE, "compressed update"))
+                        continue
+                    applied = table.apply(new)
+                    if applied:
+                        installed.append(new)
+                    key = cur.key
+                    if key not in self._local:
+                        continue
+                    if tcp_progress(u.tcp_state) > tcp_progress(cur.tcp_state) or (
+                        u.flags & UPDC_TRAFFIC and not self._claiming(key)
+                    ):
+                        # The peer saw the flow progress, or forwards it while we stopped
+                        # (failover): it drives the state from now on.
+                        self._hand_over(key)
+                    elif applied:
+                        # Both drive it (an idle peer's sweep, or both forward it): we keep
+                        # driving, with the peer's timeout as the latest reading.
+                        self._local[key] = now
             elif act == Act.DEL_C:
                 for ref in section.items:
                     assert isinstance(ref, StateRef)
@@ -476,6 +531,7 @@ class Replicator:
                     if gone is not None:
                         removed.append(gone)
                         self._local.pop(gone, None)
+                        self._claims.pop(gone, None)
                         self._pending_full.pop(gone, None)
                         self._pending_updc.pop(gone, None)
             elif act == Act.UPD_REQ:
@@ -536,6 +592,9 @@ class Replicator:
         return False
 
     def _expire_echoes(self, now: float) -> None:
+        ack = self._peer_ack
+        for k in [k for k, seq in self._claims.items() if seq <= ack]:
+            del self._claims[k]
         horizon = now - self.config.echo_window
         for k in [k for k, v in self._echo.items() if v[-1][0] < horizon]:
             del self._echo[k]
@@ -706,6 +765,7 @@ class Replicator:
         keys = list(self._pending_updc)[: cfg.refresh_max_per_interval]
         for k in keys:
             del self._pending_updc[k]
+        traffic = len(keys)  # the rest are the sweep's
         if cfg.sweep_per_interval and self._local:
             chosen = set(keys)
             for _ in range(min(cfg.sweep_per_interval, len(self._local))):
@@ -716,17 +776,27 @@ class Replicator:
                     keys.append(k)
                     chosen.add(k)
         records: list[bytes] = []
-        for k in keys:
+        claimed: list[FlowKey] = []
+        for n, k in enumerate(keys):
             rec = self.table.get(k)
             if rec is None:
                 continue
+            flags = 0
+            if n < traffic:
+                flags = UPDC_TRAFFIC
+                claimed.append(k)
             left = max(0, rec.timeout - int(now - self._local.get(k, now)))
             records.append(codec.pack_upd_c(CompressedUpdate(
-                rec.creatorid, rec.id, rec.tcp_state, left, rec.status, rec.mark)))  # fmt: skip
+                rec.creatorid, rec.id, rec.tcp_state, left, rec.status, rec.mark,
+                flags)))  # fmt: skip
         if records:
             self._count("refresh_sent", len(records))
-            self._transmit_bodies(now, _pack_bodies([(Act.UPD_C, records, UPD_C_LEN)],
-                                                    self._budget), out, 0)  # fmt: skip
+            bodies = _pack_bodies([(Act.UPD_C, records, UPD_C_LEN)], self._budget)
+            # the last refresh frame's seq (plain mode: no ACKs, a claim settles at once)
+            last = self._sender.next_seq + len(bodies) - 1 if cfg.reliable else 0
+            for k in claimed:
+                self._claims[k] = last
+            self._transmit_bodies(now, bodies, out, 0)
 
     # ------------------------------------------------------------------ transmission
 

@@ -68,7 +68,8 @@ def test_state_record_roundtrip(rec: StateRecord) -> None:
 sections = st.one_of(
     st.lists(records(), min_size=1, max_size=3).map(lambda r: Section(Act.INS, tuple(r))),
     st.lists(records(), min_size=1, max_size=3).map(lambda r: Section(Act.UPD, tuple(r))),
-    st.lists(st.builds(CompressedUpdate, u32, u64, st.sampled_from(TcpState), u32, u32, u32),
+    st.lists(st.builds(CompressedUpdate, u32, u64, st.sampled_from(TcpState), u32, u32, u32,
+                       st.integers(0, 255)),
              min_size=1, max_size=4).map(lambda r: Section(Act.UPD_C, tuple(r))),
     st.lists(st.builds(StateRef, u32, u64), min_size=1, max_size=4).map(
         lambda r: Section(Act.DEL_C, tuple(r))

@@ -239,3 +239,61 @@ def test_split_brain_loser_does_not_outlive_the_winners_delete() -> None:
     assert all(n.ready for n in pair.nodes)
     assert len(pair.nodes[0].kernel) == len(pair.nodes[1].kernel) == 0
     assert converged(pair)
+
+
+def _both_drive(pair: SyncPair, rec: StateRecord, traffic: bool) -> None:
+    """Node 0 creates the flow; then both nodes drive it (traffic, or a TCP change each) so that
+    their next liveness refreshes leave at the same refresh tick and cross on the wire."""
+    pair.local_insert(0, rec)
+    pair.run_for(0.5)
+    assert pair.nodes[1].kernel.get(rec.key) is not None
+    if traffic:
+        for i in (0, 1):
+            pair.local_update(i, replace(rec, packets=(5 + i, 4)))
+    else:
+        for i in (0, 1):
+            pair.local_update(i, replace(rec, tcp_state=TcpState.FIN_WAIT))
+    pair.run_for(3.0)  # several refresh ticks, the same virtual instants on both nodes
+
+
+@pytest.mark.parametrize("traffic", [True, False], ids=["traffic", "idle"])
+@pytest.mark.parametrize("deleter", [0, 1])
+def test_crossing_refreshes_leave_the_flow_driven(traffic: bool, deleter: int) -> None:
+    """Fuzz divergence: both nodes drive one flow and their refreshes (UPD_C) cross. Each used
+    to hand the flow to the other, so nobody drove it: a later local delete passed for a peer
+    copy expiring, was never sent, and the other node kept the flow forever."""
+    pair = started_pair(11)
+    rec = flow(0, 1, TcpState.ESTABLISHED)
+    _both_drive(pair, rec, traffic)
+    pair.local_delete(deleter, rec.key)
+    pair.run_for(5.0)
+    assert len(pair.nodes[0].kernel) == len(pair.nodes[1].kernel) == 0
+    assert converged(pair)
+
+
+def test_refresh_of_the_forwarding_node_takes_the_flow_over_and_back() -> None:
+    """Failover and failback: the node that forwards a flow (its refreshes report traffic) takes
+    it from the one that stopped, whose expiry then must not delete it; the way back is the same."""
+    pair = started_pair(12)
+    rec = flow(0, 1, TcpState.ESTABLISHED)
+    pair.local_insert(0, rec)
+    pair.run_for(0.5)
+    pair.local_update(0, replace(rec, packets=(5, 4)))
+    pair.run_for(3.0)  # node 0 forwarded once, then went idle (forced off)
+    for n in range(1, 4):  # node 1 forwards now
+        pair.local_update(1, replace(rec, packets=(5 + n, 4 + n)))
+        pair.run_for(1.0)
+    pair.run_for(2.0)
+    pair.local_delete(0, rec.key)  # node 0's entry expires: not its flow any more
+    pair.run_for(3.0)
+    assert pair.nodes[1].kernel.get(rec.key) is not None
+    pair.local_insert(0, replace(rec, packets=(20, 20)))  # node 0 returns and forwards again
+    pair.run_for(3.0)
+    assert converged(pair)
+    pair.local_delete(1, rec.key)  # now node 1's copy expiring is not its call either
+    pair.run_for(3.0)
+    assert pair.nodes[0].kernel.get(rec.key) is not None
+    pair.local_delete(0, rec.key)  # the driver's delete reaches the peer
+    pair.run_for(3.0)
+    assert len(pair.nodes[0].kernel) == len(pair.nodes[1].kernel) == 0
+    assert converged(pair)
