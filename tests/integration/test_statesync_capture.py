@@ -82,7 +82,8 @@ def test_lua_dissector_decodes_real_replication(tmp_path: Path) -> None:
         lab.up(timeout=15.0)
         dump = netns.popen(
             lab.namespace_of("sw"),
-            ["tcpdump", "-i", "sync", "-U", "-n", "-w", str(cap), "ip proto 240"],
+            ["tcpdump", "-i", "sync", "-U", "--immediate-mode", "-n", "-w", str(cap),
+             "ip proto 240"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
         assert dump.stderr is not None

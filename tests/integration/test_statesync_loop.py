@@ -102,7 +102,8 @@ def test_adverts_keep_their_interval_during_dumps_and_bulk(lan: Lan) -> None:
              what="node A MASTER")
 
     pcap = tmp / "adverts.pcap"
-    cap = netns.popen(b, ["tcpdump", "-i", "lan", "-U", "-n", "-w", str(pcap), "ip proto 112"],
+    cap = netns.popen(b, ["tcpdump", "-i", "lan", "-U", "--immediate-mode", "-n", "-w", str(pcap),
+                          "ip proto 112"],
                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     lan.procs.append(cap)
     wait_for(lambda: pcap.exists() and pcap.stat().st_size > 0, 5.0, what="capture started")

@@ -22,8 +22,10 @@ def test_tshark_dissects_carpsim_adverts_and_garp(lan: Lan) -> None:
     lan.plug("n1", "lan", "10.81.0.1/24")
     lan.plug("mon", "eth0", None)
     cap = lan.tmp / "carp.pcap"
-    dump = lan.popen("mon", [tcpdump, "-i", "eth0", "-U", "-w", str(cap), "ip proto 112 or arp"],
-                     log="tcpdump.log")
+    # --immediate-mode: libpcap's TPACKET_V3 blocks otherwise hold frames up to 1 s, and
+    # SIGINT then ends the capture with the last ones received but never written.
+    dump = lan.popen("mon", [tcpdump, "-i", "eth0", "-U", "--immediate-mode", "-w", str(cap),
+                             "ip proto 112 or arp"], log="tcpdump.log")
     time.sleep(0.5)
     control = str(lan.tmp / "n1.sock")
     lan.carpsim("n1", "carp", "--interface", "lan", "--srcip", "10.81.0.1", "--vhid", "42",
