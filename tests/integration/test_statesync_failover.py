@@ -98,6 +98,13 @@ def streams_flowing(out: Path) -> dict[str, Any] | None:
     return None
 
 
+def established_on(lab: Lab, node: str) -> int:
+    """ESTABLISHED conntrack entries of the test's streams in a node's kernel."""
+    res = lab.run(node, ["conntrack", "-L", "-p", "tcp", "--dport", str(PORT),
+                         "--state", "ESTABLISHED"])
+    return sum(1 for line in res.stdout.splitlines() if line.startswith("tcp"))
+
+
 def sync_status(lab: Lab, node: str) -> dict[str, Any]:
     st = nodes.query_status(lab.paths, node)
     assert st is not None, f"{node} does not answer"
@@ -216,6 +223,10 @@ def test_streams_survive_force_off(synced: Shared) -> None:
         10.0, "200 states on node2",
     )
     MEASURED["replicated_after_streams_s"] = round(replicated - opened["t"], 3)
+    # ...and hold each of them as ESTABLISHED in its kernel: a copy still in SYN_SENT/SYN_RECV
+    # (its update in flight) cannot carry a mid-stream packet, so the kill waits for that.
+    wait(lambda: established_on(lab, "node2") >= STREAMS, 10.0,
+         "every stream ESTABLISHED in node2's kernel")
     time.sleep(1.0)
     killed, master = force_off_node1(lab)
     MEASURED["takeover_s"] = round(master - killed, 3)
