@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import wait_for
 
 from carpsim.lab import nodes
 from carpsim.lab.session import Lab
@@ -43,14 +44,6 @@ def _sync(lab: Lab, node: str) -> dict[str, Any]:
     sync: dict[str, Any] = st["statesync"]
     return sync
 
-
-def _wait(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
-    return value
 
 
 def _streams_open(out: Path) -> bool:
@@ -96,15 +89,15 @@ def test_lua_dissector_decodes_real_replication(tmp_path: Path) -> None:
         netns.popen(lab.namespace_of("client1"),
                     [sys.executable, TOOL, "client", SERVER, str(PORT), str(STREAMS), str(out)],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait(lambda: _streams_open(out), 15.0, "30 streams flowing")
-        _wait(lambda: _sync(lab, "node2")["states"]["peer"] >= STREAMS, 10.0,
-              "node2 holding node1's states")
+        wait_for(lambda: _streams_open(out), 15.0, what="30 streams flowing")
+        wait_for(lambda: _sync(lab, "node2")["states"]["peer"] >= STREAMS, 10.0,
+                 what="node2 holding node1's states")
 
         lab.kill("node2")
         lab.start("node2")
-        _wait(lambda: (s := nodes.query_status(lab.paths, "node2")) is not None
-              and s["statesync"]["ready"] and s["statesync"]["bulk"]["count"] >= 1,
-              15.0, "node2's bulk update")
+        wait_for(lambda: (s := nodes.query_status(lab.paths, "node2")) is not None
+                 and s["statesync"]["ready"] and s["statesync"]["bulk"]["count"] >= 1,
+                 15.0, what="node2's bulk update")
         time.sleep(1.5)  # let acks and a refresh round cross
         bulk = _sync(lab, "node2")["bulk"]
         sent_after = {n: _sync(lab, n)["frames"]["tx"] for n in ("node1", "node2")}

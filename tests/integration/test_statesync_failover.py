@@ -18,6 +18,7 @@ Every lab has a unique prefix and is torn down even when a step fails.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import statistics
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import wait_for
 
 from carpsim.lab import nodes
 from carpsim.lab.session import Lab
@@ -78,16 +80,6 @@ def snap(out: Path) -> dict[str, Any]:
             time.sleep(0.05)
     raise AssertionError(f"no stream report in {out}")
 
-
-def wait(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def streams_flowing(out: Path) -> dict[str, Any] | None:
@@ -151,7 +143,8 @@ def force_off_node1(lab: Lab) -> tuple[float, float]:
     killed = time.monotonic()
     lab.kill("node1")
     assert lab.wait_master("node2", timeout=10.0, down=["node1"]), lab.states()
-    master = wait(lambda: first_master_after(lab, "node2", killed), 5.0, "node2 MASTER event")
+    master = wait_for(lambda: first_master_after(lab, "node2", killed), 5.0,
+                      what="node2 MASTER event")
     return killed, master
 
 
@@ -168,7 +161,7 @@ def test_without_state_sync_the_streams_die(tmp_path: Path) -> None:
         assert "statesync" not in st, "enabled = false must not start the replicator"
         out = tmp_path / "control.json"
         start_streams(lab, "client1", out)
-        wait(lambda: streams_flowing(out), 20.0, "200 streams flowing")
+        wait_for(lambda: streams_flowing(out), 20.0, what="200 streams flowing")
         killed, master = force_off_node1(lab)
         at_master = snap(out)
         time.sleep(8.0)
@@ -215,18 +208,18 @@ def test_streams_survive_force_off(synced: Shared) -> None:
     for node in ("node1", "node2"):
         assert sync_status(lab, node)["ready"] is True
     start_streams(lab, "client1", synced.out_a)
-    opened = wait(lambda: streams_flowing(synced.out_a), 20.0, "200 streams flowing")
+    opened = wait_for(lambda: streams_flowing(synced.out_a), 20.0, what="200 streams flowing")
     # node2 must hold every stream before the master dies (kernel and mirror).
-    replicated = wait(
+    replicated = wait_for(
         lambda: (st := sync_status(lab, "node2"))["states"]["kernel"] >= STREAMS
         and st["states"]["peer"] >= STREAMS and time.monotonic(),
-        10.0, "200 states on node2",
+        10.0, what="200 states on node2",
     )
     MEASURED["replicated_after_streams_s"] = round(replicated - opened["t"], 3)
     # ...and hold each of them as ESTABLISHED in its kernel: a copy still in SYN_SENT/SYN_RECV
     # (its update in flight) cannot carry a mid-stream packet, so the kill waits for that.
-    wait(lambda: established_on(lab, "node2") >= STREAMS, 10.0,
-         "every stream ESTABLISHED in node2's kernel")
+    wait_for(lambda: established_on(lab, "node2") >= STREAMS, 10.0,
+             what="every stream ESTABLISHED in node2's kernel")
     time.sleep(1.0)
     killed, master = force_off_node1(lab)
     MEASURED["takeover_s"] = round(master - killed, 3)
@@ -247,13 +240,14 @@ def test_failback_after_bulk_update(synced: Shared) -> None:
         pytest.skip("depends on the Force Off step")
     lab = synced.lab
     start_streams(lab, "client2", synced.out_b)
-    wait(lambda: streams_flowing(synced.out_b), 20.0, "200 streams via node2")
-    wait(lambda: sync_status(lab, "node2")["states"]["kernel"] >= 2 * STREAMS, 5.0,
-         "400 states on node2")
+    wait_for(lambda: streams_flowing(synced.out_b), 20.0, what="200 streams via node2")
+    wait_for(lambda: sync_status(lab, "node2")["states"]["kernel"] >= 2 * STREAMS, 5.0,
+             what="400 states on node2")
     started = time.monotonic()
     lab.start("node1")
     assert lab.wait_master("node1", timeout=15.0), lab.states()
-    master = wait(lambda: first_master_after(lab, "node1", started), 5.0, "node1 MASTER event")
+    master = wait_for(lambda: first_master_after(lab, "node1", started), 5.0,
+                      what="node1 MASTER event")
     sync = sync_status(lab, "node1")
     changes = sync["ready_changes"]
     # Demoted from its first moment, ready only after the bulk, MASTER only after ready.
@@ -309,9 +303,11 @@ def test_status_metrics_and_hostile_input(synced: Shared) -> None:
     for _reason, ttl, payload in hostile:
         proc = lab.run("node2", [sys.executable, "-c", _raw_send(ttl, payload)])
         assert proc.returncode == 0, proc.stderr
+    def counted(reason: str) -> bool:
+        return bool(sync_status(lab, "node1")["drops"].get(reason, 0) > before.get(reason, 0))
+
     for reason, _ttl, _payload in hostile:
-        wait(lambda r=reason: sync_status(lab, "node1")["drops"].get(r, 0)
-             > before.get(r, 0), 3.0, f"{reason} drop counted")
+        wait_for(functools.partial(counted, reason), 3.0, what=f"{reason} drop counted")
     # Still ready: hostile input is dropped, not acted on.
     assert sync_status(lab, "node1")["ready"] is True
     text = query(str(lab.paths.control("node1")), {"cmd": "metrics"}, timeout=2.0)["text"]
