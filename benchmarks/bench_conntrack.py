@@ -66,9 +66,7 @@ def event_latency(table: KernelConntrackTable, rounds: int) -> list[float]:
     table.read_events(max_reads=100_000)
     samples = []
     for i in range(rounds):
-        rec = StateRecord(
-            FlowKey(17, bytes((172, 16, i >> 8, i & 255)), 4000, VIP, 53), timeout=60
-        )
+        rec = StateRecord(FlowKey(17, bytes((172, 16, i >> 8, i & 255)), 4000, VIP, 53), timeout=60)
         start = time.perf_counter()
         table.apply(rec)
         while True:
@@ -97,10 +95,10 @@ def main() -> int:
     name = netns.unique_prefix("ctb") + "bench"
     lines: list[str] = []
     with netns.temporary([name]):
-        subprocess.run(netns.exec_argv(name, ["nft", "-f", "-"]), input=RULES, text=True,
-                       check=True)
-        netns.run(name, ["sysctl", "-qw", f"net.netfilter.nf_conntrack_max={4 * n}"],
-                  check=False)
+        subprocess.run(
+            netns.exec_argv(name, ["nft", "-f", "-"]), input=RULES, text=True, check=True
+        )
+        netns.run(name, ["sysctl", "-qw", f"net.netfilter.nf_conntrack_max={4 * n}"], check=False)
         enable_events(name)
         with KernelConntrackTable(netns=name, batch_size=args.batch) as table:
             start = time.perf_counter()
@@ -146,8 +144,7 @@ def main() -> int:
             "",
             *lines,
             "",
-            "Spec §3.3 reference: pyroute2 high-level API ~0.5k/s create, packed encoder "
-            "29-41k/s.",
+            "Spec §3.3 reference: pyroute2 high-level API ~0.5k/s create, packed encoder 29-41k/s.",
             "",
         ]
         with args.readme.open("a") as fh:

@@ -46,7 +46,7 @@ def config(tmp: Path, name: str, last: int, skew: int) -> Path:
     path.write_text(f"""
 [node]
 name = "{name}"
-control = "{tmp / (name + '.sock')}"
+control = "{tmp / (name + ".sock")}"
 
 [carp]
 password = "{PASSWORD}"
@@ -73,8 +73,13 @@ def flows(n: int, base: int = 0) -> list[StateRecord]:
     for j in range(n):
         i = base + j
         src = bytes((10, 61, 1 + i // 60000, 1 + (i // 240) % 250))
-        out.append(StateRecord(FlowKey(6, src, 1024 + i % 60000, bytes((10, 62, 0, 1)), 443),
-                               tcp_state=TcpState.ESTABLISHED, timeout=3600))
+        out.append(
+            StateRecord(
+                FlowKey(6, src, 1024 + i % 60000, bytes((10, 62, 0, 1)), 443),
+                tcp_state=TcpState.ESTABLISHED,
+                timeout=3600,
+            )
+        )
     return out
 
 
@@ -134,25 +139,57 @@ def main() -> int:
         try:
             _sw, n1, n2 = build(prefix)
             log2 = open(tmp / "n2.log", "wb")  # noqa: SIM115 - lives as long as the daemon
-            procs.append(netns.popen(n2, [sys.executable, "-m", "carpsim", "node", "--config",
-                                          str(config(tmp, "node2", 2, 100))],
-                                     stdout=log2, stderr=subprocess.STDOUT))
+            procs.append(
+                netns.popen(
+                    n2,
+                    [
+                        sys.executable,
+                        "-m",
+                        "carpsim",
+                        "node",
+                        "--config",
+                        str(config(tmp, "node2", 2, 100)),
+                    ],
+                    stdout=log2,
+                    stderr=subprocess.STDOUT,
+                )
+            )
             wait(lambda: (s := sync_status(tmp / "node2.sock")) and s["ready"], 15, "node2")
             with KernelConntrackTable(netns=n2) as t2:
                 res = t2.apply_many(flows(args.states))
             assert res.created == args.states, res
-            wait(lambda: (s := sync_status(tmp / "node2.sock"))
-                 and s["states"]["mirror"] >= args.states, 30, "node2 mirror")
+            wait(
+                lambda: (
+                    (s := sync_status(tmp / "node2.sock")) and s["states"]["mirror"] >= args.states
+                ),
+                30,
+                "node2 mirror",
+            )
             # (a) bulk
             start = time.monotonic()
             log1 = open(tmp / "n1.log", "wb")  # noqa: SIM115
-            procs.append(netns.popen(n1, [sys.executable, "-m", "carpsim", "node", "--config",
-                                          str(config(tmp, "node1", 1, 0))],
-                                     stdout=log1, stderr=subprocess.STDOUT))
+            procs.append(
+                netns.popen(
+                    n1,
+                    [
+                        sys.executable,
+                        "-m",
+                        "carpsim",
+                        "node",
+                        "--config",
+                        str(config(tmp, "node1", 1, 0)),
+                    ],
+                    stdout=log1,
+                    stderr=subprocess.STDOUT,
+                )
+            )
             wait(lambda: count(n1) >= args.states, 60, "node1 kernel full", interval=0.05)
             result["bulk_kernel_s"] = round(time.monotonic() - start, 3)
-            s1 = wait(lambda: (s := sync_status(tmp / "node1.sock")) and s["bulk"]["count"]
-                      and s, 10, "node1 bulk")
+            s1 = wait(
+                lambda: (s := sync_status(tmp / "node1.sock")) and s["bulk"]["count"] and s,
+                10,
+                "node1 bulk",
+            )
             result["bulk_reported_s"] = s1["bulk"]["last_duration_s"]
             result["bulk_states"] = s1["bulk"]["last_states"]
             result["bulk_gave_up"] = s1["bulk"]["gave_up"]
@@ -205,7 +242,7 @@ def latency(n1: str, n2: str, rate: int, seconds: float, base: int) -> dict[str,
             delay = target - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            batch = recs[i:i + per_tick]
+            batch = recs[i : i + per_tick]
             at = time.monotonic()
             t2.apply_many(batch)
             for r in batch:
@@ -220,7 +257,8 @@ def latency(n1: str, n2: str, rate: int, seconds: float, base: int) -> dict[str,
     if not lat:
         return {"latency_missing": total}
     return {
-        "latency_flows": total, "latency_arrived": len(lat),
+        "latency_flows": total,
+        "latency_arrived": len(lat),
         "latency_p50_ms": round(statistics.median(lat) * 1000, 1),
         "latency_p99_ms": round(lat[int(0.99 * (len(lat) - 1))] * 1000, 1),
         "latency_max_ms": round(lat[-1] * 1000, 1),

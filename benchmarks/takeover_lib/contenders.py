@@ -72,8 +72,14 @@ class Daemon:
 
 def spawn(node: Node, argv: Sequence[str], log: Path) -> Daemon:
     with open(log, "ab") as out:
-        proc = netns.popen(node.ns, list(argv), stdout=out, stderr=subprocess.STDOUT,
-                           stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = netns.popen(
+            node.ns,
+            list(argv),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     return Daemon(proc, log)
 
 
@@ -96,8 +102,9 @@ class Contender(ABC):
 
 
 class Carpsim(Contender):
-    def __init__(self, name: str, klass: str, advbase: int, skews: tuple[int, int],
-                 formula: str) -> None:
+    def __init__(
+        self, name: str, klass: str, advbase: int, skews: tuple[int, int], formula: str
+    ) -> None:
         self.name, self.klass = name, klass
         self.advbase, self.skews, self.formula = advbase, skews, formula
 
@@ -108,25 +115,49 @@ class Carpsim(Contender):
         return 3 * b + s / 256
 
     def describe(self) -> str:
-        return (f"{self.name}: advbase {self.advbase}, advskew {self.skews[0]}/{self.skews[1]}, "
-                f"preempt, master-down formula {self.formula}")
+        return (
+            f"{self.name}: advbase {self.advbase}, advskew {self.skews[0]}/{self.skews[1]}, "
+            f"preempt, master-down formula {self.formula}"
+        )
 
     def version(self) -> str:
-        out = subprocess.run([sys.executable, "-m", "carpsim", "--version"],
-                             capture_output=True, text=True, check=False)
+        out = subprocess.run(
+            [sys.executable, "-m", "carpsim", "--version"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         return out.stdout.strip() or "carpsim (unknown version)"
 
     def start(self, seg: Segment, node: Node, workdir: Path) -> Daemon:
         skew = self.skews[0 if node is seg.a else 1]
         tag = f"{self.name}-{node.name}"
         argv = [
-            sys.executable, "-m", "carpsim", "carp",
-            "--interface", node.ifname, "--srcip", node.ip, "--vhid", str(VHID),
-            "--pass", PASSWORD, "--addr", f"{seg.vip}/{PREFIXLEN}",
-            "--advbase", str(self.advbase), "--advskew", str(skew), "--preempt",
-            "--master-down-formula", self.formula,
-            "--events-json", str(workdir / f"{tag}.events.jsonl"),
-            "--control", str(workdir / f"{tag}.sock"),
+            sys.executable,
+            "-m",
+            "carpsim",
+            "carp",
+            "--interface",
+            node.ifname,
+            "--srcip",
+            node.ip,
+            "--vhid",
+            str(VHID),
+            "--pass",
+            PASSWORD,
+            "--addr",
+            f"{seg.vip}/{PREFIXLEN}",
+            "--advbase",
+            str(self.advbase),
+            "--advskew",
+            str(skew),
+            "--preempt",
+            "--master-down-formula",
+            self.formula,
+            "--events-json",
+            str(workdir / f"{tag}.events.jsonl"),
+            "--control",
+            str(workdir / f"{tag}.sock"),
         ]
         return spawn(node, argv, workdir / f"{tag}.log")
 
@@ -150,19 +181,40 @@ class Ucarp(Contender):
         if not up.exists():
             # The GARP runs in the background: ucarp waits for its scripts, and a blocking
             # arping would delay its first adverts (carp-spec §4.2).
-            up.write_text(textwrap.dedent(f"""\
+            up.write_text(
+                textwrap.dedent(f"""\
                 #!/bin/sh
                 ip addr add "$2/{PREFIXLEN}" dev "$1"
                 arping -q -U -c 2 -w 1 -i "$1" -S "$2" "$2" >/dev/null 2>&1 &
-                """))
+                """)
+            )
             down.write_text(f'#!/bin/sh\nip addr del "$2/{PREFIXLEN}" dev "$1"\n')
             up.chmod(0o755)
             down.chmod(0o755)
         skew = self.skews[0 if node is seg.a else 1]
         argv = [
-            "ucarp", "--interface", node.ifname, "--srcip", node.ip, "--vhid", str(VHID),
-            "--pass", PASSWORD, "--addr", seg.vip, "--advbase", "1", "--advskew", str(skew),
-            "--preempt", "--upscript", str(up), "--downscript", str(down), "--facility", "none",
+            "ucarp",
+            "--interface",
+            node.ifname,
+            "--srcip",
+            node.ip,
+            "--vhid",
+            str(VHID),
+            "--pass",
+            PASSWORD,
+            "--addr",
+            seg.vip,
+            "--advbase",
+            "1",
+            "--advskew",
+            str(skew),
+            "--preempt",
+            "--upscript",
+            str(up),
+            "--downscript",
+            str(down),
+            "--facility",
+            "none",
         ]
         return spawn(node, argv, workdir / f"ucarp-{node.name}.log")
 
@@ -182,19 +234,23 @@ class Keepalived(Contender):
         return 3 * self.advert_int + skew
 
     def describe(self) -> str:
-        return (f"{self.name}: VRRPv{self.vrrp_version}, advert_int {self.advert_int}, "
-                f"priority {self.priorities[0]}/{self.priorities[1]}, preempt")
+        return (
+            f"{self.name}: VRRPv{self.vrrp_version}, advert_int {self.advert_int}, "
+            f"priority {self.priorities[0]}/{self.priorities[1]}, preempt"
+        )
 
     def version(self) -> str:
-        out = subprocess.run(["keepalived", "--version"], capture_output=True, text=True,
-                             check=False)
+        out = subprocess.run(
+            ["keepalived", "--version"], capture_output=True, text=True, check=False
+        )
         return (out.stdout + out.stderr).strip().splitlines()[0]
 
     def start(self, seg: Segment, node: Node, workdir: Path) -> Daemon:
         tag = f"{self.name}-{node.name}"
         prio = self.priorities[0 if node is seg.a else 1]
         conf = workdir / f"{tag}.conf"
-        conf.write_text(textwrap.dedent(f"""\
+        conf.write_text(
+            textwrap.dedent(f"""\
             global_defs {{
                 router_id {tag}
                 vrrp_version {self.vrrp_version}
@@ -209,17 +265,28 @@ class Keepalived(Contender):
                     {seg.vip}/{PREFIXLEN} dev {node.ifname}
                 }}
             }}
-            """))
+            """)
+        )
         # Fresh pid files for every start: keepalived refuses to start while a pid file names a
         # live process, and the pid of a SIGKILLed child may be reused.
         run = len(list(workdir.glob(f"{tag}.*.pid.d")))
         piddir = workdir / f"{tag}.{run}.pid.d"
         piddir.mkdir()
         argv = [
-            "keepalived", "--dont-fork", "--log-console", "--no-syslog", "--vrrp",
-            "--dont-respawn", "-f", str(conf),
-            "-p", str(piddir / "keepalived.pid"), "-r", str(piddir / "vrrp.pid"),
-            "-c", str(piddir / "checkers.pid"),
+            "keepalived",
+            "--dont-fork",
+            "--log-console",
+            "--no-syslog",
+            "--vrrp",
+            "--dont-respawn",
+            "-f",
+            str(conf),
+            "-p",
+            str(piddir / "keepalived.pid"),
+            "-r",
+            str(piddir / "vrrp.pid"),
+            "-c",
+            str(piddir / "checkers.pid"),
         ]
         return spawn(node, argv, workdir / f"{tag}.log")
 

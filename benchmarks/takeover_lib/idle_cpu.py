@@ -17,25 +17,31 @@ VHIDS = (1, 2, 3)
 
 
 def _node_toml(seg: Segment, node: Node, skew: int, workdir: Path) -> Path:
-    vhids = "".join(textwrap.dedent(f"""
+    vhids = "".join(
+        textwrap.dedent(f"""
         [[vhid]]
         vhid = {v}
         interface = "{node.ifname}"
         srcip = "{node.ip}"
         vips = ["{SUBNET}.{250 - v}/{PREFIXLEN}"]
-        """) for v in VHIDS)
+        """)
+        for v in VHIDS
+    )
     path = workdir / f"cpu-{node.name}.toml"
-    path.write_text(textwrap.dedent(f"""\
+    path.write_text(
+        textwrap.dedent(f"""\
         [node]
         name = "cpu-{node.name}"
-        control = "{workdir / f'cpu-{node.name}.sock'}"
+        control = "{workdir / f"cpu-{node.name}.sock"}"
 
         [carp]
         password = "{PASSWORD}"
         advbase = 1
         advskew = {skew}
         preempt = true
-        """) + vhids)
+        """)
+        + vhids
+    )
     return path
 
 
@@ -51,8 +57,9 @@ def measure(workdir: Path, seconds: float) -> dict[str, Any]:
                 argv = [sys.executable, "-m", "carpsim", "node", "--config", str(conf)]
                 daemons.append(spawn(node, argv, workdir / f"cpu-{node.name}.log"))
             time.sleep(6.0)  # master-down (3 s) plus start-up and settling
-            master_vhids = {a.vhid for a in cap.adverts() if a.ifname == seg.a.port
-                            and a.at > time.time() - 1.5}
+            master_vhids = {
+                a.vhid for a in cap.adverts() if a.ifname == seg.a.port and a.at > time.time() - 1.5
+            }
             start = {d.pid: cpu_seconds(d.pid) for d in daemons}
             t0 = time.monotonic()
             time.sleep(seconds)

@@ -69,10 +69,16 @@ def ratios(results: Sequence[Result]) -> list[dict[str, Any]]:
         reps = sorted(rep for (c, rep) in by_rep if c == num and (den, rep) in by_rep)
         if not reps:
             continue
-        per_rep = [by_rep[(num, rep)] / by_rep[(den, rep)] for rep in reps
-                   if by_rep[(den, rep)] > 0]
-        entry: dict[str, Any] = {"pair": f"{num}/{den}", "measure": key, "reps": reps,
-                                 "per_rep": per_rep, **stats(per_rep)}
+        per_rep = [
+            by_rep[(num, rep)] / by_rep[(den, rep)] for rep in reps if by_rep[(den, rep)] > 0
+        ]
+        entry: dict[str, Any] = {
+            "pair": f"{num}/{den}",
+            "measure": key,
+            "reps": reps,
+            "per_rep": per_rep,
+            **stats(per_rep),
+        }
         if target is not None:
             entry["target"] = target
             entry["met"] = entry["median"] <= target
@@ -80,22 +86,40 @@ def ratios(results: Sequence[Result]) -> list[dict[str, Any]]:
     return found
 
 
-def targets(summary: dict[str, dict[str, Any]], pair_ratios: Sequence[dict[str, Any]],
-            cpu: dict[str, Any] | None) -> list[dict[str, Any]]:
+def targets(
+    summary: dict[str, dict[str, Any]],
+    pair_ratios: Sequence[dict[str, Any]],
+    cpu: dict[str, Any] | None,
+) -> list[dict[str, Any]]:
     checks: list[dict[str, Any]] = []
     for name in ("carpsim", "carpsim-fast"):
         if name in summary:
             p95 = summary[name]["overhead"]["p95"]
-            checks.append({"target": f"{name} overhead over master-down p95 <= 5 ms",
-                           "value": p95, "met": p95 <= 0.005})
+            checks.append(
+                {
+                    "target": f"{name} overhead over master-down p95 <= 5 ms",
+                    "value": p95,
+                    "met": p95 <= 0.005,
+                }
+            )
     for r in pair_ratios:
         if "target" in r:
-            checks.append({"target": f"{r['pair']} {r['measure']} median ratio <= {r['target']}",
-                           "value": r["median"], "met": r["met"]})
+            checks.append(
+                {
+                    "target": f"{r['pair']} {r['measure']} median ratio <= {r['target']}",
+                    "value": r["median"],
+                    "met": r["met"],
+                }
+            )
     if cpu is not None:
         share = max(cpu["master_share"], cpu["backup_share"])
-        checks.append({"target": "carpsim idle CPU, 3 VHIDs at advbase 1, <= 1 % of a core",
-                       "value": share, "met": share <= 0.01})
+        checks.append(
+            {
+                "target": "carpsim idle CPU, 3 VHIDs at advbase 1, <= 1 % of a core",
+                "value": share,
+                "met": share <= 0.01,
+            }
+        )
     return checks
 
 
@@ -103,37 +127,60 @@ def _ms(x: float) -> str:
     return f"{x * 1e3:,.1f}"
 
 
-def table(summary: dict[str, dict[str, Any]], pair_ratios: Sequence[dict[str, Any]],
-          checks: Sequence[dict[str, Any]], cpu: dict[str, Any] | None) -> str:
-    lines = ["All times in ms: median [min .. max] over the repetitions (p95 for the overhead).",
-             "",
-             "| contender | master-down (theory) | detection | overhead (p95) | "
-             "data-plane gap | advert -> reply | failback gap |",
-             "|---|---|---|---|---|---|---|"]
+def table(
+    summary: dict[str, dict[str, Any]],
+    pair_ratios: Sequence[dict[str, Any]],
+    checks: Sequence[dict[str, Any]],
+    cpu: dict[str, Any] | None,
+) -> str:
+    lines = [
+        "All times in ms: median [min .. max] over the repetitions (p95 for the overhead).",
+        "",
+        "| contender | master-down (theory) | detection | overhead (p95) | "
+        "data-plane gap | advert -> reply | failback gap |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, s in summary.items():
+
         def cell(key: str, s: dict[str, Any] = s) -> str:
             st = s[key]
             return f"{_ms(st['median'])} [{_ms(st['min'])} .. {_ms(st['max'])}]"
-        lines.append(f"| {name} (n={s['gap']['n']}) | {_ms(s['master_down'])} | "
-                     f"{cell('detection')} | {cell('overhead')} ({_ms(s['overhead']['p95'])}) | "
-                     f"{cell('gap')} | {cell('serve_lag')} | {cell('failback_gap')} |")
+
+        lines.append(
+            f"| {name} (n={s['gap']['n']}) | {_ms(s['master_down'])} | "
+            f"{cell('detection')} | {cell('overhead')} ({_ms(s['overhead']['p95'])}) | "
+            f"{cell('gap')} | {cell('serve_lag')} | {cell('failback_gap')} |"
+        )
     if pair_ratios:
-        lines += ["", "Ratios, rep by rep in the same run: median [min .. max]", "",
-                  "| pair | measure | ratio | target |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "Ratios, rep by rep in the same run: median [min .. max]",
+            "",
+            "| pair | measure | ratio | target |",
+            "|---|---|---|---|",
+        ]
         for r in pair_ratios:
-            target = f"<= {r['target']} ({'met' if r['met'] else 'MISSED'})" \
-                if "target" in r else ""
-            lines.append(f"| {r['pair']} | {r['measure']} | {r['median']:.3f} "
-                         f"[{r['min']:.3f} .. {r['max']:.3f}] | {target} |")
+            target = (
+                f"<= {r['target']} ({'met' if r['met'] else 'MISSED'})" if "target" in r else ""
+            )
+            lines.append(
+                f"| {r['pair']} | {r['measure']} | {r['median']:.3f} "
+                f"[{r['min']:.3f} .. {r['max']:.3f}] | {target} |"
+            )
     if cpu is not None:
-        lines += ["", f"carpsim idle CPU, {cpu['vhids']} VHIDs at advbase 1 over "
-                  f"{cpu['seconds']} s: master {cpu['master_share'] * 100:.2f} % of a core, "
-                  f"backup {cpu['backup_share'] * 100:.2f} % (master on node A for VHIDs "
-                  f"{cpu['master_vhids_on_a']}, {cpu['adverts_seen']} adverts in the window)"]
+        lines += [
+            "",
+            f"carpsim idle CPU, {cpu['vhids']} VHIDs at advbase 1 over "
+            f"{cpu['seconds']} s: master {cpu['master_share'] * 100:.2f} % of a core, "
+            f"backup {cpu['backup_share'] * 100:.2f} % (master on node A for VHIDs "
+            f"{cpu['master_vhids_on_a']}, {cpu['adverts_seen']} adverts in the window)",
+        ]
     if checks:
         lines += ["", "Targets:"]
-        lines += [f"- {'met   ' if c['met'] else 'MISSED'} {c['target']}: {c['value']:.4g}"
-                  for c in checks]
+        lines += [
+            f"- {'met   ' if c['met'] else 'MISSED'} {c['target']}: {c['value']:.4g}"
+            for c in checks
+        ]
     return "\n".join(lines)
 
 
@@ -144,15 +191,23 @@ def plot(results: Sequence[Result], path: Path) -> None:
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     present = {r.contender for r in results}
-    wanted = [("advbase 1", ["carpsim", "ucarp", "keepalived"]),
-              ("fast (~10 ms adverts)", ["carpsim-fast", "keepalived-v3"])]
+    wanted = [
+        ("advbase 1", ["carpsim", "ucarp", "keepalived"]),
+        ("fast (~10 ms adverts)", ["carpsim-fast", "keepalived-v3"]),
+    ]
     classes = [(t, [n for n in names if n in present]) for t, names in wanted]
     classes = [(t, names) for t, names in classes if names]
-    measures = (("overhead", "overhead over master-down (ms)"),
-                ("gap", "data-plane gap, failover (ms)"),
-                ("failback_gap", "data-plane gap, failback (ms)"))
-    fig, axes = plt.subplots(len(classes), len(measures), squeeze=False,
-                             figsize=(4.2 * len(measures), 3.6 * len(classes)))
+    measures = (
+        ("overhead", "overhead over master-down (ms)"),
+        ("gap", "data-plane gap, failover (ms)"),
+        ("failback_gap", "data-plane gap, failback (ms)"),
+    )
+    fig, axes = plt.subplots(
+        len(classes),
+        len(measures),
+        squeeze=False,
+        figsize=(4.2 * len(measures), 3.6 * len(classes)),
+    )
     for row, (title, names) in enumerate(classes):
         for col, (key, label) in enumerate(measures):
             ax = axes[row][col]

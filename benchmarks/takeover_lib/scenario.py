@@ -48,14 +48,24 @@ def _settle_window(c: Contender) -> float:
 def _replies_flowing(prober: IcmpProber, since: float, span: float) -> bool:
     """Every probe sent in the `span` before the last `2 x interval` got its reply."""
     now = time.time()
-    recent = [r for r in prober.records()
-              if since <= r.sent_at and now - span - 2 * prober.interval <= r.sent_at
-              <= now - 2 * prober.interval]
+    recent = [
+        r
+        for r in prober.records()
+        if since <= r.sent_at
+        and now - span - 2 * prober.interval <= r.sent_at <= now - 2 * prober.interval
+    ]
     return len(recent) >= 3 and all(r.replied_at is not None for r in recent)
 
 
-def _wait_master(cap: AdvertCapture, prober: IcmpProber, master: Node, other: Node,
-                 c: Contender, since: float, timeout: float) -> float:
+def _wait_master(
+    cap: AdvertCapture,
+    prober: IcmpProber,
+    master: Node,
+    other: Node,
+    c: Contender,
+    since: float,
+    timeout: float,
+) -> float:
     """Wait until `master` advertises, `other` has been silent for the settle window, and the
     VIP answers; returns when that became true."""
     quiet = _settle_window(c)
@@ -66,12 +76,17 @@ def _wait_master(cap: AdvertCapture, prober: IcmpProber, master: Node, other: No
         mine = [a for a in adverts if a.ifname == master.port]
         theirs = [a for a in adverts if a.ifname == other.port and a.at > now - quiet]
         heard_recently = mine and now - mine[-1].at < max(3 * mine[-1].interval, 0.05) + 0.2
-        if (heard_recently and not theirs and mine[0].at < now - quiet
-                and _replies_flowing(prober, since, 0.3)):
+        if (
+            heard_recently
+            and not theirs
+            and mine[0].at < now - quiet
+            and _replies_flowing(prober, since, 0.3)
+        ):
             return now
         time.sleep(0.05)
-    raise ScenarioError(f"{c.name}: node {master.name} did not become the only master "
-                        f"within {timeout:.0f} s")
+    raise ScenarioError(
+        f"{c.name}: node {master.name} did not become the only master within {timeout:.0f} s"
+    )
 
 
 def _gap(records: list[ProbeRecord], start: float, end: float) -> tuple[float, int]:
@@ -81,14 +96,17 @@ def _gap(records: list[ProbeRecord], start: float, end: float) -> tuple[float, i
     return gap.duration, gap.lost
 
 
-def run_once(c: Contender, rep: int, workdir: Path, ping_interval: float,
-             verbose: bool = False) -> Result:
+def run_once(
+    c: Contender, rep: int, workdir: Path, ping_interval: float, verbose: bool = False
+) -> Result:
     rundir = workdir / f"{c.name}-{rep}"
     rundir.mkdir(parents=True, exist_ok=True)
     daemons: list[Daemon] = []
-    with segment() as seg, \
-            AdvertCapture(seg.switch, [seg.a.port, seg.b.port]) as cap, \
-            IcmpProber(seg.client, seg.vip, ping_interval) as prober:
+    with (
+        segment() as seg,
+        AdvertCapture(seg.switch, [seg.a.port, seg.b.port]) as cap,
+        IcmpProber(seg.client, seg.vip, ping_interval) as prober,
+    ):
         try:
             t0 = time.time()
             daemons.append(c.start(seg, seg.a, rundir))
@@ -100,15 +118,22 @@ def run_once(c: Contender, rep: int, workdir: Path, ping_interval: float,
                 d.kill()
 
 
-def _failover_and_back(seg: Segment, cap: AdvertCapture, prober: IcmpProber, c: Contender,
-                       rep: int, rundir: Path, daemons: list[Daemon], verbose: bool) -> Result:
+def _failover_and_back(
+    seg: Segment,
+    cap: AdvertCapture,
+    prober: IcmpProber,
+    c: Contender,
+    rep: int,
+    rundir: Path,
+    daemons: list[Daemon],
+    verbose: bool,
+) -> Result:
     a_daemon = daemons[0]
     md = c.master_down()
     cut = time.time()
     seg.link(seg.a, up=False)
     a_daemon.kill()
-    first_b = cap.wait_for(lambda adv: adv.ifname == seg.b.port and adv.at > cut,
-                           timeout=md + 10)
+    first_b = cap.wait_for(lambda adv: adv.ifname == seg.b.port and adv.at > cut, timeout=md + 10)
     if first_b is None:
         raise ScenarioError(f"{c.name}: node b never advertised after the cut")
     last_a = [adv for adv in cap.adverts() if adv.ifname == seg.a.port and adv.at < first_b.at]
@@ -127,19 +152,32 @@ def _failover_and_back(seg: Segment, cap: AdvertCapture, prober: IcmpProber, c: 
     back = time.time()
     seg.link(seg.a, up=True)
     daemons.append(c.start(seg, seg.a, rundir))
-    first_a = cap.wait_for(lambda adv: adv.ifname == seg.a.port and adv.at > back,
-                           timeout=md + 10)
+    first_a = cap.wait_for(lambda adv: adv.ifname == seg.a.port and adv.at > back, timeout=md + 10)
     if first_a is None:
         raise ScenarioError(f"{c.name}: node a never advertised after coming back")
     stable = _wait_master(cap, prober, seg.a, seg.b, c, first_a.at, timeout=30)
     fb_gap, fb_lost = _gap(prober.records(), back - 0.2, stable)
-    result = Result(c.name, rep, md, detection, detection - md, gap, lost, serve_lag, fb_gap,
-                    fb_lost, first_a.at - back)
+    result = Result(
+        c.name,
+        rep,
+        md,
+        detection,
+        detection - md,
+        gap,
+        lost,
+        serve_lag,
+        fb_gap,
+        fb_lost,
+        first_a.at - back,
+    )
     if verbose:
-        print(f"  {c.name} rep {rep}: detection {detection:.4f} s (overhead "
-              f"{(detection - md) * 1e3:+.1f} ms), gap {gap:.4f} s ({lost} lost, served "
-              f"{serve_lag * 1e3:+.1f} ms after the first advert), "
-              f"failback gap {fb_gap:.4f} s ({fb_lost} lost)", flush=True)
+        print(
+            f"  {c.name} rep {rep}: detection {detection:.4f} s (overhead "
+            f"{(detection - md) * 1e3:+.1f} ms), gap {gap:.4f} s ({lost} lost, served "
+            f"{serve_lag * 1e3:+.1f} ms after the first advert), "
+            f"failback gap {fb_gap:.4f} s ({fb_lost} lost)",
+            flush=True,
+        )
     return result
 
 
@@ -149,5 +187,6 @@ def _wait_replies(prober: IcmpProber, since: float, timeout: float, c: Contender
         if _replies_flowing(prober, since, 0.2):
             return time.time()
         time.sleep(0.02)
-    raise ScenarioError(f"{c.name}: the VIP did not answer again within {timeout:.0f} s "
-                        "of the takeover")
+    raise ScenarioError(
+        f"{c.name}: the VIP did not answer again within {timeout:.0f} s of the takeover"
+    )

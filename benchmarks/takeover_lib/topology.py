@@ -49,8 +49,11 @@ class Segment:
 
     def scrub(self, node: Node) -> None:
         """Remove what a SIGKILLed daemon left behind: the VIP on eth0 and any macvlan."""
-        netns.run(node.ns, ["ip", "-4", "addr", "del", f"{self.vip}/{PREFIXLEN}",
-                            "dev", node.ifname], check=False)
+        netns.run(
+            node.ns,
+            ["ip", "-4", "addr", "del", f"{self.vip}/{PREFIXLEN}", "dev", node.ifname],
+            check=False,
+        )
         out = netns.run(node.ns, ["ip", "-d", "-j", "link", "show"], check=False).stdout
         for link in json.loads(out or "[]"):
             if link.get("linkinfo", {}).get("info_kind") in ("macvlan", "vrrp"):
@@ -58,8 +61,9 @@ class Segment:
 
 
 def _attach(switch: str, ns: str, port: str, address: str) -> None:
-    netns.run(switch, ["ip", "link", "add", port, "type", "veth", "peer", "name", NODE_IF,
-                       "netns", ns])
+    netns.run(
+        switch, ["ip", "link", "add", port, "type", "veth", "peer", "name", NODE_IF, "netns", ns]
+    )
     netns.run(switch, ["ip", "link", "set", port, "master", "br0", "up"])
     netns.run(ns, ["ip", "addr", "add", f"{address}/{PREFIXLEN}", "dev", NODE_IF])
     netns.run(ns, ["ip", "link", "set", NODE_IF, "up"])
@@ -70,8 +74,23 @@ def segment(prefix: str | None = None) -> Iterator[Segment]:
     prefix = prefix or netns.unique_prefix("tko")
     names = [f"{prefix}sw", f"{prefix}a", f"{prefix}b", f"{prefix}c"]
     with netns.temporary(names) as (switch, a_ns, b_ns, client):
-        netns.run(switch, ["ip", "link", "add", "br0", "type", "bridge", "stp_state", "0",
-                           "forward_delay", "0", "mcast_snooping", "0"])
+        netns.run(
+            switch,
+            [
+                "ip",
+                "link",
+                "add",
+                "br0",
+                "type",
+                "bridge",
+                "stp_state",
+                "0",
+                "forward_delay",
+                "0",
+                "mcast_snooping",
+                "0",
+            ],
+        )
         netns.run(switch, ["ip", "link", "set", "br0", "up"])
         a = Node("a", a_ns, f"{SUBNET}.251", "pa")
         b = Node("b", b_ns, f"{SUBNET}.252", "pb")

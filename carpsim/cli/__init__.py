@@ -16,7 +16,13 @@ from carpsim import __version__
 from carpsim.errors import CarpsimError, ConfigError
 
 _COMMANDS: tuple[str, ...] = (
-    "carp", "node", "status", "lab", "demo", "decode", "simulate",
+    "carp",
+    "node",
+    "status",
+    "lab",
+    "demo",
+    "decode",
+    "simulate",
 )
 
 

@@ -22,20 +22,33 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("-v", "--vhid", type=int, required=True, help="virtual host id 1..255")
     p.add_argument("-p", "--pass", dest="password", help="password (at most 19 bytes)")
     p.add_argument("-o", "--passfile", help="read the password from the file's first line")
-    p.add_argument("-a", "--addr", action="append", required=True,
-                   help="virtual IP with prefix, e.g. 10.0.0.254/24 (repeatable)")
+    p.add_argument(
+        "-a",
+        "--addr",
+        action="append",
+        required=True,
+        help="virtual IP with prefix, e.g. 10.0.0.254/24 (repeatable)",
+    )
     p.add_argument("-b", "--advbase", type=int, default=1)
     p.add_argument("-k", "--advskew", type=int, default=0)
     p.add_argument("-P", "--preempt", action="store_true")
     p.add_argument("-r", "--deadratio", type=int, default=3)
     p.add_argument("-u", "--upscript")
     p.add_argument("-d", "--downscript")
-    p.add_argument("-z", "--shutdown", action="store_true",
-                   help="run the downscript on SIGTERM/SIGINT")
-    p.add_argument("-n", "--neutral", action="store_true",
-                   help="no downscript on the first transition to BACKUP")
-    p.add_argument("--real-mac", action="store_true",
-                   help="VIP on the interface itself, adverts/GARP from its real MAC")
+    p.add_argument(
+        "-z", "--shutdown", action="store_true", help="run the downscript on SIGTERM/SIGINT"
+    )
+    p.add_argument(
+        "-n",
+        "--neutral",
+        action="store_true",
+        help="no downscript on the first transition to BACKUP",
+    )
+    p.add_argument(
+        "--real-mac",
+        action="store_true",
+        help="VIP on the interface itself, adverts/GARP from its real MAC",
+    )
     p.add_argument("--master-down-formula", choices=["freebsd", "openbsd"], default="freebsd")
     p.add_argument("--peer", help="unicast peer address instead of 224.0.0.18")
     p.add_argument("--demote", type=int, default=0, help="initial demote counter 0..255")

@@ -230,7 +230,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("file", help="capture file (pcap or pcapng; Ethernet or Linux cooked)")
     p.add_argument("--password", help="CARP password, to verify the HMAC")
     p.add_argument(
-        "--vip", action="append", default=[], metavar="ADDR",
+        "--vip",
+        action="append",
+        default=[],
+        metavar="ADDR",
         help="virtual IP in the HMAC (repeatable); default: inferred from gratuitous ARPs",
     )
     p.add_argument("--json", action="store_true", help="one JSON object per line")

@@ -78,16 +78,39 @@ class Downloads:
         py = sys.executable
         self.server = netns.popen(
             lab.namespace_of("server"),
-            [py, "-m", "carpsim.lab.tcp_probe", "serve", "--port", str(self.PORT),
-             "--rate-mbit", "2"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+            [
+                py,
+                "-m",
+                "carpsim.lab.tcp_probe",
+                "serve",
+                "--port",
+                str(self.PORT),
+                "--rate-mbit",
+                "2",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+        )
         assert self.server.stdout is not None
         JsonLines(self.server.stdout).wait_for("listening", 10.0)
         self.client = netns.popen(
             lab.namespace_of(CLIENT),
-            [py, "-m", "carpsim.lab.tcp_probe", "fetch", SERVER, "--port", str(self.PORT),
-             "--streams", str(self.STREAMS)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+            [
+                py,
+                "-m",
+                "carpsim.lab.tcp_probe",
+                "fetch",
+                SERVER,
+                "--port",
+                str(self.PORT),
+                "--streams",
+                str(self.STREAMS),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+        )
         assert self.client.stdout is not None
         self.lines = JsonLines(self.client.stdout)
 
@@ -197,19 +220,25 @@ def run_demo(prefix: str) -> int:
         deadline = time.monotonic() + 10
         while len(downloads.connected()) < Downloads.STREAMS and time.monotonic() < deadline:
             time.sleep(0.1)
-        _say(f"download: {len(downloads.connected())} TCP streams from {SERVER} to {CLIENT}, "
-             "2 Mbit/s each, through node1's NAT")
+        _say(
+            f"download: {len(downloads.connected())} TCP streams from {SERVER} to {CLIENT}, "
+            "2 Mbit/s each, through node1's NAT"
+        )
 
         _title("4. Force Off node1 (SIGKILL, every cable pulled, no goodbye) while pinging")
         pinger = Pinger(lab, CLIENT)
         time.sleep(1.0)
         t0 = time.monotonic()
         lab.kill("node1")
-        _say("node1 is off; node2 declares it dead master_down = 3 x 1s + 100/256 s"
-             " after the last advert it heard")
+        _say(
+            "node1 is off; node2 declares it dead master_down = 3 x 1s + 100/256 s"
+            " after the last advert it heard"
+        )
         took = lab.wait_master("node2", timeout=10, down=["node1"])
-        _say(f"after {time.monotonic() - t0:.1f}s: {_states_line(lab)}"
-             + ("" if took else "  (node2 did NOT take over)"))
+        _say(
+            f"after {time.monotonic() - t0:.1f}s: {_states_line(lab)}"
+            + ("" if took else "  (node2 did NOT take over)")
+        )
         taken = time.time()
         time.sleep(1.0)
         downloads.wait_resumed(taken, timeout=8.0)
@@ -225,8 +254,10 @@ def run_demo(prefix: str) -> int:
         t0 = time.monotonic()
         lab.start("node1")
         back = lab.wait_master("node1", timeout=10)
-        _say(f"after {time.monotonic() - t0:.1f}s: {_states_line(lab)}"
-             + ("" if back else "  (node1 did NOT preempt)"))
+        _say(
+            f"after {time.monotonic() - t0:.1f}s: {_states_line(lab)}"
+            + ("" if back else "  (node1 did NOT preempt)")
+        )
         returned = time.time()
         time.sleep(1.0)
         downloads.wait_resumed(returned, timeout=8.0)

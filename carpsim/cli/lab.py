@@ -79,8 +79,11 @@ def _down(args: argparse.Namespace) -> int:
         paths = LabPaths(resolve_prefix(args.prefix))
         gone = builder.teardown(paths)
         remove_run_dir(paths)
-        print(f"lab {paths.prefix}: removed {len(gone)} namespaces" if gone else
-              f"lab {paths.prefix}: nothing to remove")
+        print(
+            f"lab {paths.prefix}: removed {len(gone)} namespaces"
+            if gone
+            else f"lab {paths.prefix}: nothing to remove"
+        )
         return 0
     gone = lab.down()
     print(f"lab {lab.topology.name} ({lab.paths.prefix}): removed {len(gone)} namespaces")
@@ -89,16 +92,24 @@ def _down(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("lab", help="the reference HA cluster in network namespaces")
-    parser.add_argument("--prefix", help="lab name prefix (default: $CARPSIM_LAB_PREFIX or "
-                        "cs-<topology>-)")
+    parser.add_argument(
+        "--prefix", help="lab name prefix (default: $CARPSIM_LAB_PREFIX or cs-<topology>-)"
+    )
     sub = parser.add_subparsers(dest="lab_command", metavar="ACTION")
     sub.required = True
 
     p = sub.add_parser("up", help="build the lab and wait until CARP has converged")
-    p.add_argument("topology", nargs="?", default="reference",
-                   help="a topology file or built-in name (reference, three-node)")
-    p.add_argument("--no-statesync", action="store_true",
-                   help="do not replicate connection state (control runs: flows should die)")
+    p.add_argument(
+        "topology",
+        nargs="?",
+        default="reference",
+        help="a topology file or built-in name (reference, three-node)",
+    )
+    p.add_argument(
+        "--no-statesync",
+        action="store_true",
+        help="do not replicate connection state (control runs: flows should die)",
+    )
     p.set_defaults(func=_up)
 
     p = sub.add_parser("status", help="CARP state of every VHID on every node, plus health")

@@ -44,8 +44,10 @@ def run(args: argparse.Namespace) -> int:
         f"vhid {v}: {','.join(runner.masters(v)) or 'none'}"
         for v in sorted({v for n in runner.nodes.values() for v in n.group.machines})
     )
-    print(f"# at {runner.now:.3f}s masters: {summary}; adverts sent {runner.lan.sent}, "
-          f"lost {runner.lan.lost}")
+    print(
+        f"# at {runner.now:.3f}s masters: {summary}; adverts sent {runner.lan.sent}, "
+        f"lost {runner.lan.lost}"
+    )
     return 0
 
 

@@ -71,8 +71,14 @@ def build(topology: Topology, paths: LabPaths, progress: Progress) -> None:
     netns.create(switch)
     with IPRoute(netns=switch) as sw:
         for seg in topology.segments.values():
-            sw.link("add", ifname=seg.name, kind="bridge", br_stp_state=0,
-                    br_mcast_snooping=0, br_forward_delay=0)
+            sw.link(
+                "add",
+                ifname=seg.name,
+                kind="bridge",
+                br_stp_state=0,
+                br_mcast_snooping=0,
+                br_forward_delay=0,
+            )
             sw.link("set", index=sw.link_lookup(ifname=seg.name)[0], state="up")
     progress(f"switch namespace {switch}: bridges " + ", ".join(topology.segments))
 
@@ -88,8 +94,12 @@ def _build_host(topology: Topology, paths: LabPaths, host: Host) -> None:
     with IPRoute(netns=paths.switch) as sw:
         for seg in host.addresses:
             port = host.switch_port(seg)
-            sw.link("add", ifname=port, kind="veth",
-                    peer={"ifname": host.interface(seg), "net_ns_fd": f"{netns.NETNS_DIR}/{ns}"})
+            sw.link(
+                "add",
+                ifname=port,
+                kind="veth",
+                peer={"ifname": host.interface(seg), "net_ns_fd": f"{netns.NETNS_DIR}/{ns}"},
+            )
             idx = sw.link_lookup(ifname=port)[0]
             bridge = sw.link_lookup(ifname=seg)[0]
             sw.link("set", index=idx, master=bridge, state="up")
@@ -101,8 +111,12 @@ def _build_host(topology: Topology, paths: LabPaths, host: Host) -> None:
     with IPRoute(netns=ns) as ipr:
         for seg, addr in host.addresses.items():
             idx = ipr.link_lookup(ifname=host.interface(seg))[0]
-            ipr.addr("add", index=idx, address=str(addr),
-                     prefixlen=topology.segments[seg].subnet.prefixlen)
+            ipr.addr(
+                "add",
+                index=idx,
+                address=str(addr),
+                prefixlen=topology.segments[seg].subnet.prefixlen,
+            )
             ipr.link("set", index=idx, state="up")
     add_routes(paths, host)
 
@@ -118,8 +132,10 @@ def add_routes(paths: LabPaths, host: Host) -> None:
 def set_links(topology: Topology, paths: LabPaths, host: Host, up: bool) -> None:
     """Both ends of every link of a host. Down: switch side first, so not one frame escapes."""
     state = "up" if up else "down"
-    ends = [(paths.switch, [host.switch_port(s) for s in host.addresses]),
-            (paths.namespace(host.name), [host.interface(s) for s in host.addresses])]
+    ends = [
+        (paths.switch, [host.switch_port(s) for s in host.addresses]),
+        (paths.namespace(host.name), [host.interface(s) for s in host.addresses]),
+    ]
     if not up:
         ends.reverse()
     for ns, names in reversed(ends):

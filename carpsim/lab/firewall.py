@@ -44,14 +44,14 @@ def ruleset(topology: Topology, node: Host) -> str:
         '    iifname "lo" accept',
         "    ct state established,related accept",
         "    ct state invalid drop",
-        f"    ip protocol {CARP_PROTO} accept comment \"CARP adverts on every segment\"",
+        f'    ip protocol {CARP_PROTO} accept comment "CARP adverts on every segment"',
         "    icmp type { echo-request, destination-unreachable, time-exceeded } accept",
         '    udp sport 68 udp dport 67 accept comment "DHCP from clients without an address"',
     ]
     if sync_if:
         lines.append(f'    iifname "{sync_if}" accept comment "SYNC link is permissive"')
     if inside:
-        lines.append(f"    ip saddr {{ {inside_set} }} accept comment \"management from inside\"")
+        lines.append(f'    ip saddr {{ {inside_set} }} accept comment "management from inside"')
     lines += [
         "  }",
         "",

@@ -29,9 +29,7 @@ def _q(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def node_config(
-    topology: Topology, paths: LabPaths, node: Host, *, statesync: bool = True
-) -> str:
+def node_config(topology: Topology, paths: LabPaths, node: Host, *, statesync: bool = True) -> str:
     """The ``carpsim node`` TOML for one node (every VHID it carries).
 
     statesync=False writes the [statesync] section with ``enabled = false``: the control run

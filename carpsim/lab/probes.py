@@ -215,8 +215,9 @@ class IcmpProber:
                 index = len(self._sent)
                 self._sent.append(time.time())
             with contextlib.suppress(OSError):  # unreachable neighbour: it counts as lost
-                sock.sendto(_echo_request(self.ident, index & 0xFFFF, self._payload),
-                            (self.target, 0))
+                sock.sendto(
+                    _echo_request(self.ident, index & 0xFFFF, self._payload), (self.target, 0)
+                )
             # Skip the slots we are already late for instead of sending a burst.
             slot = max(slot + 1, int((time.time() - origin) / self.interval) + 1)
 
@@ -265,7 +266,8 @@ def reply_gaps(
     inside the stretch that never got a reply. Gaps shorter than `min_gap` are left out.
     """
     window = [
-        r for r in records
+        r
+        for r in records
         if (start is None or r.sent_at >= start) and (end is None or r.sent_at <= end)
     ]
     answered = sorted(r.replied_at for r in window if r.replied_at is not None)
@@ -328,27 +330,55 @@ def decode_advert(frame: bytes, at: float, ifname: str) -> Advert | None:
     if version == 2 and len(body) >= 36 and body[3] == 7:
         advskew, advbase = body[2], body[5]
         interval = advbase + advskew / 256 if (advbase or advskew) else 1 / 256
-        return Advert(at, ifname, src_mac, src_ip, dst_ip, "carp", body[1],
-                      advbase=advbase, advskew=advskew, interval=interval)
+        return Advert(
+            at,
+            ifname,
+            src_mac,
+            src_ip,
+            dst_ip,
+            "carp",
+            body[1],
+            advbase=advbase,
+            advskew=advskew,
+            interval=interval,
+        )
     if version == 2:
-        return Advert(at, ifname, src_mac, src_ip, dst_ip, "vrrp2", body[1],
-                      priority=body[2], interval=float(body[5]))
+        return Advert(
+            at,
+            ifname,
+            src_mac,
+            src_ip,
+            dst_ip,
+            "vrrp2",
+            body[1],
+            priority=body[2],
+            interval=float(body[5]),
+        )
     if version == 3:
         centis = int.from_bytes(body[4:6], "big") & 0x0FFF
-        return Advert(at, ifname, src_mac, src_ip, dst_ip, "vrrp3", body[1],
-                      priority=body[2], interval=centis / 100)
+        return Advert(
+            at,
+            ifname,
+            src_mac,
+            src_ip,
+            dst_ip,
+            "vrrp3",
+            body[1],
+            priority=body[2],
+            interval=centis / 100,
+        )
     return None
 
 
 def _proto_filter() -> tuple[bytes, ctypes.Array[ctypes.c_char]]:
     """A classic BPF program keeping only IPv4 protocol 112 in untagged Ethernet frames."""
     program = [
-        (0x28, 0, 0, 12),             # ldh [12]      ethertype
-        (0x15, 0, 3, _ETH_P_IP),      # jeq #0x800    else drop
-        (0x30, 0, 0, 23),             # ldb [23]      IPv4 protocol
+        (0x28, 0, 0, 12),  # ldh [12]      ethertype
+        (0x15, 0, 3, _ETH_P_IP),  # jeq #0x800    else drop
+        (0x30, 0, 0, 23),  # ldb [23]      IPv4 protocol
         (0x15, 0, 1, _IPPROTO_CARP),  # jeq #112      else drop
-        (0x06, 0, 0, 0xFFFF),         # ret #65535    accept
-        (0x06, 0, 0, 0),              # ret #0        drop
+        (0x06, 0, 0, 0xFFFF),  # ret #65535    accept
+        (0x06, 0, 0, 0),  # ret #0        drop
     ]
     code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *ins) for ins in program))
     fprog = struct.pack("HL", len(program), ctypes.addressof(code))

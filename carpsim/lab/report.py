@@ -39,9 +39,11 @@ def state_segments(tl: Timeline) -> dict[tuple[str, int], list[tuple[float, floa
     changes: dict[tuple[str, int], list[tuple[float, str]]] = {
         (n, v): [(0.0, tl.initial.get((n, v), "INIT"))] for n in tl.nodes for v in tl.vhids
     }
+
     def powered_off(node: str, at: float) -> bool:
-        return any(n == node and start <= at and (stop is None or at < stop)
-                   for n, start, stop in tl.off)
+        return any(
+            n == node and start <= at and (stop is None or at < stop) for n, start, stop in tl.off
+        )
 
     for ev in tl.events:
         key = (ev.node, ev.vhid)
@@ -58,8 +60,9 @@ def state_segments(tl: Timeline) -> dict[tuple[str, int], list[tuple[float, floa
     out: dict[tuple[str, int], list[tuple[float, float, str]]] = {}
     for key, seq in changes.items():
         seq.sort(key=lambda c: c[0])
-        out[key] = [(t, seq[i + 1][0] if i + 1 < len(seq) else horizon, st)
-                    for i, (t, st) in enumerate(seq)]
+        out[key] = [
+            (t, seq[i + 1][0] if i + 1 < len(seq) else horizon, st) for i, (t, st) in enumerate(seq)
+        ]
     return out
 
 
@@ -86,34 +89,53 @@ def write_png(tl: Timeline, result: dict[str, Any], path: Path) -> None:
     from matplotlib.patches import Rectangle  # noqa: PLC0415
 
     fig, (ax_carp, ax_ping, ax_tcp) = plt.subplots(
-        3, 1, figsize=(12, 8.5), sharex=True, gridspec_kw={"height_ratios": [1.3, 1, 1]})
+        3, 1, figsize=(12, 8.5), sharex=True, gridspec_kw={"height_ratios": [1.3, 1, 1]}
+    )
     segs = state_segments(tl)
     labels = []
     for row, key in enumerate(sorted(segs, key=lambda k: (k[0], k[1]))):
         labels.append(f"{key[0]} vhid {key[1]}")
         for start, stop, st in segs[key]:
-            ax_carp.barh(row, stop - start, left=start, height=0.7,
-                         color=_STATE_COLOURS.get(st, "#999999"), edgecolor="none")
+            ax_carp.barh(
+                row,
+                stop - start,
+                left=start,
+                height=0.7,
+                color=_STATE_COLOURS.get(st, "#999999"),
+                edgecolor="none",
+            )
     ax_carp.set_yticks(range(len(labels)), labels)
     ax_carp.invert_yaxis()
     handles = [Rectangle((0, 0), 1, 1, color=c) for c in _STATE_COLOURS.values()]
     ax_carp.legend(handles, list(_STATE_COLOURS), loc="upper right", ncol=4, fontsize=8)
-    ax_carp.set_title(f"carpsim lab unsinkable: verdict {result.get('verdict', '?').upper()}"
-                      f" (state sync {'active' if result['statesync']['active'] else 'inactive'})")
+    ax_carp.set_title(
+        f"carpsim lab unsinkable: verdict {result.get('verdict', '?').upper()}"
+        f" (state sync {'active' if result['statesync']['active'] else 'inactive'})"
+    )
 
     ok_x = [p.sent_at - tl.t0 for p in tl.pings if p.replied_at is not None]
     ok_y = [(p.replied_at - p.sent_at) * 1000 for p in tl.pings if p.replied_at is not None]
     lost_x = [p.sent_at - tl.t0 for p in tl.pings if p.replied_at is None]
     ax_ping.plot(ok_x, ok_y, ".", markersize=2, color="#1f77b4", label="RTT")
     top = max([*ok_y, 1.0]) * 1.2
-    ax_ping.plot(lost_x, [top] * len(lost_x), "|", color="#d62728", markersize=8,
-                 label=f"lost ({len(lost_x)})")
+    ax_ping.plot(
+        lost_x,
+        [top] * len(lost_x),
+        "|",
+        color="#d62728",
+        markersize=8,
+        label=f"lost ({len(lost_x)})",
+    )
     replies = sorted(p.replied_at for p in tl.pings if p.replied_at is not None)
     for before, after in itertools.pairwise(replies):
         if after - before > 0.1:
             ax_ping.axvspan(before - tl.t0, after - tl.t0, color="#d62728", alpha=0.15)
-            ax_ping.annotate(f"{(after - before) * 1000:.0f} ms", (after - tl.t0, top * 0.85),
-                             fontsize=8, ha="right")
+            ax_ping.annotate(
+                f"{(after - before) * 1000:.0f} ms",
+                (after - tl.t0, top * 0.85),
+                fontsize=8,
+                ha="right",
+            )
     ax_ping.set_ylabel("ping RTT (ms)")
     ax_ping.set_ylim(0, top * 1.1)
     ax_ping.legend(loc="center right", fontsize=8)
@@ -131,8 +153,14 @@ def write_png(tl: Timeline, result: dict[str, Any], path: Path) -> None:
         colour = "#d62728" if label.startswith("kill") else "#2ca02c"
         for ax in (ax_carp, ax_ping, ax_tcp):
             ax.axvline(at - tl.t0, color=colour, linestyle="--", linewidth=1)
-        ax_tcp.text(at - tl.t0, 0.92, f" {label}", transform=ax_tcp.get_xaxis_transform(),
-                    fontsize=8, color=colour)
+        ax_tcp.text(
+            at - tl.t0,
+            0.92,
+            f" {label}",
+            transform=ax_tcp.get_xaxis_transform(),
+            fontsize=8,
+            color=colour,
+        )
     ax_tcp.set_xlim(0, tl.end - tl.t0)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -180,12 +208,17 @@ def summary(result: dict[str, Any]) -> str:
         ]
         if ph["cycles"] > 1:
             st = ph["stats"]
-            lines += [f"    over cycles  takeover {_spread(st['takeover_ms'])}; ping gap "
-                      f"{_spread(st['ping_max_gap_ms'])}; lost {_spread(st['ping_lost'], '')}"]
+            lines += [
+                f"    over cycles  takeover {_spread(st['takeover_ms'])}; ping gap "
+                f"{_spread(st['ping_max_gap_ms'])}; lost {_spread(st['ping_lost'], '')}"
+            ]
         lines += [f"    why          {reason}" for reason in ph["reasons"]]
     if result.get("server_peers"):
-        lines += ["", f"  the internet server saw the client as {', '.join(result['server_peers'])}"
-                  " (outbound NAT to the WAN VIP)"]
+        lines += [
+            "",
+            f"  the internet server saw the client as {', '.join(result['server_peers'])}"
+            " (outbound NAT to the WAN VIP)",
+        ]
     if result.get("png"):
         lines.append(f"  timeline: {result['png']}")
     return "\n".join(lines)

@@ -1,10 +1,10 @@
 """One lab as an object: up, down, kill, start, exec — what `carpsim lab` and the demo call.
 
-    lab = Lab.create("reference", prefix="cs7f3a-")   # or Lab.attach(prefix) for a running one
-    # Lab.create(..., statesync=False): node configs get [statesync] enabled = false
-    lab.up(progress=print)          # builds, starts daemons, waits for node1 MASTER everywhere
-    lab.kill("node1"); lab.start("node1")
-    lab.down()                      # idempotent; finds everything by prefix
+lab = Lab.create("reference", prefix="cs7f3a-")   # or Lab.attach(prefix) for a running one
+# Lab.create(..., statesync=False): node configs get [statesync] enabled = false
+lab.up(progress=print)          # builds, starts daemons, waits for node1 MASTER everywhere
+lab.kill("node1"); lab.start("node1")
+lab.down()                      # idempotent; finds everything by prefix
 """
 
 from __future__ import annotations
@@ -180,9 +180,7 @@ class Lab:
     def wait_master(self, master: str, timeout: float, down: Sequence[str] = ()) -> bool:
         """Wait until `master` is MASTER on every VHID and the other live nodes BACKUP."""
         want = {
-            k: v
-            for k, v in nodes.expected_states(self.topology, master).items()
-            if k not in down
+            k: v for k, v in nodes.expected_states(self.topology, master).items() if k not in down
         }
         return nodes.wait_for(self.paths, want, timeout) == want
 

@@ -88,8 +88,13 @@ def read_state(paths: LabPaths) -> dict[str, Any] | None:
 
 
 def new_state(paths: LabPaths, name: str, source: str) -> dict[str, Any]:
-    return {"prefix": paths.prefix, "lab": name, "source": source, "created": time.time(),
-            "ready": False}
+    return {
+        "prefix": paths.prefix,
+        "lab": name,
+        "source": source,
+        "created": time.time(),
+        "ready": False,
+    }
 
 
 def running_prefixes() -> list[str]:

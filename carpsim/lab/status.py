@@ -1,7 +1,7 @@
 """`carpsim lab status`: pfSense's Status > CARP for every node side by side, plus health.
 
-    VHID  segment  VIP                  node1    node2
-       3  wan      192.168.100.254/24   MASTER   BACKUP
+VHID  segment  VIP                  node1    node2
+   3  wan      192.168.100.254/24   MASTER   BACKUP
 """
 
 from __future__ import annotations
@@ -76,9 +76,11 @@ def _render_sync(sync: dict[str, Any] | None) -> str:
         return "off"
     states = sync.get("states", {})
     word = "ready" if sync.get("ready") else "NOT READY"
-    return (f"{word} ({sync.get('reason')}), {states.get('kernel', 0)} kernel /"
-            f" {states.get('mirror', 0)} mirror states, {sync.get('bulk', {}).get('count', 0)}"
-            " bulk")
+    return (
+        f"{word} ({sync.get('reason')}), {states.get('kernel', 0)} kernel /"
+        f" {states.get('mirror', 0)} mirror states, {sync.get('bulk', {}).get('count', 0)}"
+        " bulk"
+    )
 
 
 def render(data: dict[str, Any]) -> str:

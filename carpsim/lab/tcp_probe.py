@@ -134,8 +134,9 @@ class Fetcher:
         print(json.dumps(rec), flush=True)
 
     def run(self) -> None:
-        threads = [threading.Thread(target=self._slot, args=(i,), daemon=True)
-                   for i in range(self.streams)]
+        threads = [
+            threading.Thread(target=self._slot, args=(i,), daemon=True) for i in range(self.streams)
+        ]
         for t in threads:
             t.start()
         # Signal handlers only set flags (they run on this thread, which may hold _lock).
@@ -162,8 +163,15 @@ class Fetcher:
         with self._lock:
             for c in self._live.values():
                 if c.pending:
-                    lines.append({"ev": "data", "conn": c.name, "first": c.first,
-                                  "last": c.last, "n": c.pending})
+                    lines.append(
+                        {
+                            "ev": "data",
+                            "conn": c.name,
+                            "first": c.first,
+                            "last": c.last,
+                            "n": c.pending,
+                        }
+                    )
                     c.pending, c.first, c.last = 0, None, None
         for rec in lines:
             self.emit(rec)
@@ -172,11 +180,13 @@ class Fetcher:
         generation = 0
         while not self._stop.is_set():
             try:
-                sock = socket.create_connection((self.host, self.port),
-                                                timeout=self.connect_timeout)
+                sock = socket.create_connection(
+                    (self.host, self.port), timeout=self.connect_timeout
+                )
             except OSError as exc:
-                self.emit({"ev": "connect_failed", "slot": slot, "t": time.time(),
-                           "error": _errname(exc)})
+                self.emit(
+                    {"ev": "connect_failed", "slot": slot, "t": time.time(), "error": _errname(exc)}
+                )
                 self._stop.wait(self.retry)
                 continue
             generation += 1
@@ -232,6 +242,7 @@ def _positive(kind: type[float] | type[int], name: str) -> Any:
         if value <= 0:
             raise argparse.ArgumentTypeError(f"{name}: must be positive")
         return value
+
     return parse
 
 
@@ -277,28 +288,38 @@ class JsonLines:
         self._thread.join(timeout)
 
 
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m carpsim.lab.tcp_probe")
     sub = parser.add_subparsers(dest="mode", required=True)
     s = sub.add_parser("serve", help="stream paced bytes to every connection")
     s.add_argument("--port", type=_positive(int, "--port"), default=PORT)
-    s.add_argument("--rate-mbit", type=_positive(float, "--rate-mbit"), default=3.0,
-                   help="per-connection rate in Mbit/s (default 3)")
+    s.add_argument(
+        "--rate-mbit",
+        type=_positive(float, "--rate-mbit"),
+        default=3.0,
+        help="per-connection rate in Mbit/s (default 3)",
+    )
     f = sub.add_parser("fetch", help="download over N connections, JSON lines on stdout")
     f.add_argument("host")
     f.add_argument("--port", type=_positive(int, "--port"), default=PORT)
     f.add_argument("--streams", type=_positive(int, "--streams"), default=4)
-    f.add_argument("--bin", type=_positive(float, "--bin"), default=0.1,
-                   help="reporting bin in seconds")
+    f.add_argument(
+        "--bin", type=_positive(float, "--bin"), default=0.1, help="reporting bin in seconds"
+    )
     f.add_argument("--retry", type=_positive(float, "--retry"), default=0.5)
     f.add_argument("--stalled-after", type=_positive(float, "--stalled-after"), default=0.5)
     args = parser.parse_args(argv)
     if args.mode == "serve":
         serve(args.port, args.rate_mbit * 1e6)
         return 0
-    fetcher = Fetcher(args.host, args.port, args.streams, bin_s=args.bin, retry=args.retry,
-                      stalled_after=args.stalled_after)
+    fetcher = Fetcher(
+        args.host,
+        args.port,
+        args.streams,
+        bin_s=args.bin,
+        retry=args.retry,
+        stalled_after=args.stalled_after,
+    )
 
     def on_stop(_sig: int, _frame: FrameType | None) -> None:
         fetcher.stop_requested = True

@@ -79,8 +79,10 @@ class Options:
             raise ConfigError("--rate-mbit", "must be in (0, 50]")
         if self.settle < master_down + 1.0 or self.settle > 600:
             raise ConfigError(
-                "--settle", f"must be between {master_down + 1.0:.1f} s (master-down "
-                f"{master_down:.2f} s + 1 s, or no takeover fits in a phase) and 600 s")
+                "--settle",
+                f"must be between {master_down + 1.0:.1f} s (master-down "
+                f"{master_down:.2f} s + 1 s, or no takeover fits in a phase) and 600 s",
+            )
 
 
 @dataclass
@@ -99,21 +101,45 @@ class _Probes:
         py = sys.executable
         self.server = netns.popen(
             self.lab.namespace_of(self.opts.server),
-            [py, "-m", "carpsim.lab.tcp_probe", "serve", "--port", str(PORT),
-             "--rate-mbit", str(self.opts.rate_mbit)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+            [
+                py,
+                "-m",
+                "carpsim.lab.tcp_probe",
+                "serve",
+                "--port",
+                str(PORT),
+                "--rate-mbit",
+                str(self.opts.rate_mbit),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+        )
         assert self.server.stdout is not None
         self.server_lines = JsonLines(self.server.stdout)
         if not self.server_lines.wait_for("listening", 10.0):
             raise CarpsimError(f"the TCP stream server did not start in {self.opts.server}")
-        self.pinger = probes.IcmpProber(self.lab.namespace_of(self.opts.client), self.target,
-                                        self.opts.ping_interval)
+        self.pinger = probes.IcmpProber(
+            self.lab.namespace_of(self.opts.client), self.target, self.opts.ping_interval
+        )
         self.pinger.start()
         self.client = netns.popen(
             self.lab.namespace_of(self.opts.client),
-            [py, "-m", "carpsim.lab.tcp_probe", "fetch", self.target, "--port", str(PORT),
-             "--streams", str(self.opts.streams)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+            [
+                py,
+                "-m",
+                "carpsim.lab.tcp_probe",
+                "fetch",
+                self.target,
+                "--port",
+                str(PORT),
+                "--streams",
+                str(self.opts.streams),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+        )
         assert self.client.stdout is not None
         self.client_lines = JsonLines(self.client.stdout)
 
@@ -253,10 +279,14 @@ def dhcp_report(lab: Lab) -> dict[str, Any]:
     for n in lab.topology.nodes:
         status = nodes.query_status(lab.paths, n.name) or {}
         if isinstance(status.get("dhcp"), dict):
-            return {"status": "not measured",
-                    "detail": f"{n.name} reports a DHCP service, but this run has no lease probe"}
-    return {"status": "not available",
-            "detail": "no DHCP service runs on the lab's nodes (carpsim has none yet)"}
+            return {
+                "status": "not measured",
+                "detail": f"{n.name} reports a DHCP service, but this run has no lease probe",
+            }
+    return {
+        "status": "not available",
+        "detail": "no DHCP service runs on the lab's nodes (carpsim has none yet)",
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -277,8 +307,9 @@ class _Phase:
 
 
 def _states_by_vhid(lab: Lab) -> dict[str, dict[int, str]]:
-    return {node: {vhid: st for (_i, vhid), st in sorted(s.items())}
-            for node, s in lab.states().items()}
+    return {
+        node: {vhid: st for (_i, vhid), st in sorted(s.items())} for node, s in lab.states().items()
+    }
 
 
 def _read_events(lab: Lab, since_mono: float) -> list[CarpEvent]:
@@ -303,8 +334,9 @@ def _stream_records(items: list[dict[str, Any]]) -> tuple[list[StreamSample], li
     for i in items:
         with contextlib.suppress(KeyError, TypeError, ValueError):
             if i.get("ev") == "data":
-                samples.append(StreamSample(str(i["conn"]), float(i["first"]),
-                                            float(i["last"]), int(i["n"])))
+                samples.append(
+                    StreamSample(str(i["conn"]), float(i["first"]), float(i["last"]), int(i["n"]))
+                )
             elif i.get("ev") == "end":
                 ends.append(StreamEnd(str(i["conn"]), float(i["t"]), str(i["reason"])))
     return samples, ends
@@ -317,8 +349,9 @@ def _sleep_until(wall: float) -> None:
 
 
 @contextlib.contextmanager
-def _lab_as_found(opts: Options, prefix: str | None, progress: Progress) -> Iterator[
-        tuple[Lab, bool]]:
+def _lab_as_found(
+    opts: Options, prefix: str | None, progress: Progress
+) -> Iterator[tuple[Lab, bool]]:
     """The lab under the prefix (brought up if absent, and then always torn down)."""
     try:
         lab = Lab.attach(prefix)
@@ -326,8 +359,10 @@ def _lab_as_found(opts: Options, prefix: str | None, progress: Progress) -> Iter
     except ConfigError:
         # Brought up here: straight with the requested state-sync setting (no daemon restart).
         lab = Lab.create(opts.topology, prefix, statesync=opts.statesync)
-        progress(f"no lab under {lab.paths.prefix}: bringing the {opts.topology} lab up"
-                 f"{'' if opts.statesync else ' with state sync disabled'}")
+        progress(
+            f"no lab under {lab.paths.prefix}: bringing the {opts.topology} lab up"
+            f"{'' if opts.statesync else ' with state sync disabled'}"
+        )
         lab.up(progress=lambda s: progress("  " + s))
         brought_up = True
     owner = os.getpid()
@@ -344,12 +379,16 @@ def _master_down(topo: Topology) -> tuple[str, str, float]:
     victim = nodes.preferred_master(topo)
     successor = nodes.preferred_master(topo, down={victim})
     skew = topo.host(successor).advskew or 0
-    return victim, successor, verdict.master_down_interval(
-        topo.carp.master_down_formula, topo.carp.advbase, skew)
+    return (
+        victim,
+        successor,
+        verdict.master_down_interval(topo.carp.master_down_formula, topo.carp.advbase, skew),
+    )
 
 
-def run(prefix: str | None, opts: Options, progress: Progress) -> tuple[dict[str, Any],
-                                                                        report.Timeline]:
+def run(
+    prefix: str | None, opts: Options, progress: Progress
+) -> tuple[dict[str, Any], report.Timeline]:
     # Check the options against the lab's timers before building anything.
     try:
         topo = Lab.attach(prefix).topology
@@ -360,44 +399,52 @@ def run(prefix: str | None, opts: Options, progress: Progress) -> tuple[dict[str
         return _run_on(lab, brought_up, opts, progress)
 
 
-def _run_on(lab: Lab, brought_up: bool, opts: Options, progress: Progress) -> tuple[
-        dict[str, Any], report.Timeline]:
+def _run_on(
+    lab: Lab, brought_up: bool, opts: Options, progress: Progress
+) -> tuple[dict[str, Any], report.Timeline]:
     topo = lab.topology
     victim, successor, master_down = _master_down(topo)
     opts.check(master_down)
-    bounds = Bounds(master_down, verdict.loss_bound(master_down, opts.ping_interval,
-                                                    GAP_TOLERANCE))
+    bounds = Bounds(master_down, verdict.loss_bound(master_down, opts.ping_interval, GAP_TOLERANCE))
     try:
-        target = str(topo.host(opts.server).addresses[next(iter(topo.host(opts.server)
-                                                                 .addresses))])
+        target = str(topo.host(opts.server).addresses[next(iter(topo.host(opts.server).addresses))])
         topo.host(opts.client)
     except (KeyError, StopIteration):
         raise ConfigError("topology", f"needs hosts {opts.client!r} and {opts.server!r}") from None
     if not lab.wait_master(victim, timeout=5.0):
-        raise CarpsimError(f"lab {lab.paths.prefix}: {victim} is not MASTER on every VHID "
-                           "(carpsim lab status); the protocol starts from the reference state")
+        raise CarpsimError(
+            f"lab {lab.paths.prefix}: {victim} is not MASTER on every VHID "
+            "(carpsim lab status); the protocol starts from the reference state"
+        )
 
     previous = set_statesync(lab, opts.statesync, progress)
     sync = statesync_report(lab, opts.statesync)
     dhcp = dhcp_report(lab)
-    progress(f"state sync requested {'on' if opts.statesync else 'off'}; active: "
-             f"{'yes' if sync['active'] else 'no'}; DHCP lease probe: {dhcp['status']}")
+    progress(
+        f"state sync requested {'on' if opts.statesync else 'off'}; active: "
+        f"{'yes' if sync['active'] else 'no'}; DHCP lease probe: {dhcp['status']}"
+    )
     vhids = tuple(sorted(v.vhid for v in topo.vips))
-    initial = {(node, vhid): st for node, s in _states_by_vhid(lab).items()
-               for vhid, st in s.items()}
+    initial = {
+        (node, vhid): st for node, s in _states_by_vhid(lab).items() for vhid, st in s.items()
+    }
     t0_wall, t0_mono = time.time(), time.monotonic()
     pr = _Probes(lab, opts, target)
     phases: list[_Phase] = []
     try:
         pr.start()
-        progress(f"probes on {opts.client}: ping {target} every {opts.ping_interval * 1000:.0f}"
-                 f" ms, {opts.streams} TCP streams at {opts.rate_mbit:g} Mbit/s each")
+        progress(
+            f"probes on {opts.client}: ping {target} every {opts.ping_interval * 1000:.0f}"
+            f" ms, {opts.streams} TCP streams at {opts.rate_mbit:g} Mbit/s each"
+        )
         for cycle in range(1, opts.cycles + 1):
             for kind in ("failover", "failback"):
                 if not pr.wait_flowing(15.0):
                     n, ok = pr.flowing()
-                    progress(f"warning: only {n}/{opts.streams} streams flowing, "
-                             f"ping {'ok' if ok else 'silent'} before the {kind}")
+                    progress(
+                        f"warning: only {n}/{opts.streams} streams flowing, "
+                        f"ping {'ok' if ok else 'silent'} before the {kind}"
+                    )
                 time.sleep(opts.preroll)
                 ph = _Phase(kind, cycle, time.time(), time.monotonic())
                 if kind == "failover":
@@ -412,8 +459,10 @@ def _run_on(lab: Lab, brought_up: bool, opts: Options, progress: Progress) -> tu
                 ph.end_wall, ph.end_mono = time.time(), time.monotonic()
                 ph.states_after = _states_by_vhid(lab)
                 phases.append(ph)
-                shown = ", ".join(f"{n}: {'/'.join(sorted(set(s.values()))) or 'off'}"
-                                  for n, s in ph.states_after.items())
+                shown = ", ".join(
+                    f"{n}: {'/'.join(sorted(set(s.values()))) or 'off'}"
+                    for n, s in ph.states_after.items()
+                )
                 progress(f"cycle {cycle}: {kind} observed for {opts.settle:g} s -> {shown}")
                 pr.renew_stalled()
     finally:
@@ -426,53 +475,106 @@ def _run_on(lab: Lab, brought_up: bool, opts: Options, progress: Progress) -> tu
                 set_statesync(lab, restore[0], progress)
 
     events = _read_events(lab, t0_mono - 1.0)
-    pings = [PingSample(r.sent_at, r.replied_at) for r in (pr.pinger.records()
-                                                            if pr.pinger else [])]
+    pings = [
+        PingSample(r.sent_at, r.replied_at) for r in (pr.pinger.records() if pr.pinger else [])
+    ]
     samples, ends = _stream_records(pr.client_lines.snapshot() if pr.client_lines else [])
     results: list[verdict.PhaseResult] = []
     for ph in phases:
-        w = Window(ph.kind, ph.cycle, ph.start_wall, ph.start_mono, ph.end_wall, ph.end_mono,
-                   ph.master, ph.backups, vhids)
-        results.append(verdict.evaluate(w, events, pings, samples, ends,
-                                        interval=opts.ping_interval, bounds=bounds,
-                                        states_after=ph.states_after))
+        w = Window(
+            ph.kind,
+            ph.cycle,
+            ph.start_wall,
+            ph.start_mono,
+            ph.end_wall,
+            ph.end_mono,
+            ph.master,
+            ph.backups,
+            vhids,
+        )
+        results.append(
+            verdict.evaluate(
+                w,
+                events,
+                pings,
+                samples,
+                ends,
+                interval=opts.ping_interval,
+                bounds=bounds,
+                states_after=ph.states_after,
+            )
+        )
     result = _result_json(lab, brought_up, opts, results, bounds, sync, dhcp, pr)
     timeline = report.Timeline(
-        t0=t0_wall, t0_mono=t0_mono, end=time.time(), vhids=vhids,
-        nodes=tuple(n.name for n in topo.nodes), initial=initial, events=events, pings=pings,
-        samples=samples, ends=ends,
-        marks=[(("kill " if p.kind == "failover" else "power-on ") + victim, p.start_wall)
-               for p in phases],
-        off=[(victim, p.start_wall, nxt.start_wall if nxt else None) for p, nxt in
-             zip(phases[::2], [*phases[1::2], None], strict=False) if p.kind == "failover"])
+        t0=t0_wall,
+        t0_mono=t0_mono,
+        end=time.time(),
+        vhids=vhids,
+        nodes=tuple(n.name for n in topo.nodes),
+        initial=initial,
+        events=events,
+        pings=pings,
+        samples=samples,
+        ends=ends,
+        marks=[
+            (("kill " if p.kind == "failover" else "power-on ") + victim, p.start_wall)
+            for p in phases
+        ],
+        off=[
+            (victim, p.start_wall, nxt.start_wall if nxt else None)
+            for p, nxt in zip(phases[::2], [*phases[1::2], None], strict=False)
+            if p.kind == "failover"
+        ],
+    )
     return result, timeline
 
 
 def _result_json(  # noqa: PLR0917 - one call site, all parts of the result
-    lab: Lab, brought_up: bool, opts: Options, results: list[verdict.PhaseResult],
-    bounds: Bounds, sync: dict[str, Any], dhcp: dict[str, Any], pr: _Probes,
+    lab: Lab,
+    brought_up: bool,
+    opts: Options,
+    results: list[verdict.PhaseResult],
+    bounds: Bounds,
+    sync: dict[str, Any],
+    dhcp: dict[str, Any],
+    pr: _Probes,
 ) -> dict[str, Any]:
     fo = [r for r in results if r.window.kind == "failover"]
     fb = [r for r in results if r.window.kind == "failback"]
     server = pr.server_lines.snapshot() if pr.server_lines else []
     return {
         "verdict": verdict.worst(r.verdict for r in results),
-        "lab": {"prefix": lab.paths.prefix, "topology": lab.topology.name,
-                "brought_up": brought_up, "torn_down": brought_up},
-        "params": {"cycles": opts.cycles, "settle_s": opts.settle, "streams": opts.streams,
-                   "rate_mbit": opts.rate_mbit, "ping_interval_ms": opts.ping_interval * 1000,
-                   "client": opts.client, "server": opts.server},
-        "bounds": {"master_down_ms": round(bounds.master_down * 1000, 1),
-                   "ping_loss_bound": bounds.loss_bound,
-                   "gap_tolerance_ms": GAP_TOLERANCE * 1000},
+        "lab": {
+            "prefix": lab.paths.prefix,
+            "topology": lab.topology.name,
+            "brought_up": brought_up,
+            "torn_down": brought_up,
+        },
+        "params": {
+            "cycles": opts.cycles,
+            "settle_s": opts.settle,
+            "streams": opts.streams,
+            "rate_mbit": opts.rate_mbit,
+            "ping_interval_ms": opts.ping_interval * 1000,
+            "client": opts.client,
+            "server": opts.server,
+        },
+        "bounds": {
+            "master_down_ms": round(bounds.master_down * 1000, 1),
+            "ping_loss_bound": bounds.loss_bound,
+            "gap_tolerance_ms": GAP_TOLERANCE * 1000,
+        },
         "statesync": sync,
         "dhcp": dhcp,
         "failover": verdict.aggregate(fo),
         "failback": verdict.aggregate(fb),
-        "cycles": [{"cycle": a.window.cycle, "failover": a.as_json(), "failback": b.as_json()}
-                   for a, b in zip(fo, fb, strict=False)],
-        "server_peers": sorted({str(i["peer"]).rsplit(":", 1)[0] for i in server
-                                if i.get("ev") == "accept"}),
+        "cycles": [
+            {"cycle": a.window.cycle, "failover": a.as_json(), "failback": b.as_json()}
+            for a, b in zip(fo, fb, strict=False)
+        ],
+        "server_peers": sorted(
+            {str(i["peer"]).rsplit(":", 1)[0] for i in server if i.get("ev") == "accept"}
+        ),
         "probe_cpu_s": pr.cpu,
     }
 
@@ -486,10 +588,16 @@ def _say(line: str) -> None:
 
 
 def _cli(args: Any) -> int:
-    opts = Options(cycles=args.cycles, settle=args.settle, streams=args.streams,
-                   rate_mbit=args.rate_mbit, statesync=not args.no_statesync,
-                   png=Path(args.png) if args.png else None,
-                   json_path=Path(args.json) if args.json else None, topology=args.topology)
+    opts = Options(
+        cycles=args.cycles,
+        settle=args.settle,
+        streams=args.streams,
+        rate_mbit=args.rate_mbit,
+        statesync=not args.no_statesync,
+        png=Path(args.png) if args.png else None,
+        json_path=Path(args.json) if args.json else None,
+        topology=args.topology,
+    )
     # Bad numbers fail before anything is built (the master-down check repeats with the lab).
     opts.check(0.0)
     from carpsim.lab import builder  # noqa: PLC0415 - keeps `carpsim --help` light
@@ -522,18 +630,30 @@ def _cli(args: Any) -> int:
 
 def add_parser(sub: Any) -> None:
     """Registers ``carpsim lab unsinkable`` on the `carpsim lab` subparsers."""
-    p = sub.add_parser("unsinkable", help="the seed's failover/failback test with probes and "
-                       "a verdict (brings the lab up and down if none runs)")
+    p = sub.add_parser(
+        "unsinkable",
+        help="the seed's failover/failback test with probes and "
+        "a verdict (brings the lab up and down if none runs)",
+    )
     p.add_argument("--cycles", type=int, default=1, help="kill/failback repetitions (default 1)")
-    p.add_argument("--settle", type=float, default=10.0,
-                   help="seconds observed after each kill and power-on (default 10)")
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=10.0,
+        help="seconds observed after each kill and power-on (default 10)",
+    )
     p.add_argument("--streams", type=int, default=4, help="concurrent TCP downloads (default 4)")
-    p.add_argument("--rate-mbit", type=float, default=3.0,
-                   help="paced rate per stream in Mbit/s (default 3)")
-    p.add_argument("--no-statesync", action="store_true",
-                   help="run the nodes with [statesync] enabled = false")
+    p.add_argument(
+        "--rate-mbit", type=float, default=3.0, help="paced rate per stream in Mbit/s (default 3)"
+    )
+    p.add_argument(
+        "--no-statesync", action="store_true", help="run the nodes with [statesync] enabled = false"
+    )
     p.add_argument("--png", help="write the timeline plot here")
     p.add_argument("--json", help="write the measurements and verdict here")
-    p.add_argument("--topology", default="reference",
-                   help="topology to bring up when no lab runs (default reference)")
+    p.add_argument(
+        "--topology",
+        default="reference",
+        help="topology to bring up when no lab runs (default reference)",
+    )
     p.set_defaults(func=_cli)

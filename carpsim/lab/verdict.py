@@ -30,8 +30,9 @@ FAILURE = "failure"
 _RANK = {IDEAL: 0, REALISTIC: 1, FAILURE: 2}
 
 # A TCP error ending a stream (the client records the errno name, or EOF).
-RESET_REASONS = frozenset({"ECONNRESET", "EPIPE", "ETIMEDOUT", "ECONNABORTED", "EHOSTUNREACH",
-                           "ENETUNREACH", "EOF"})
+RESET_REASONS = frozenset(
+    {"ECONNRESET", "EPIPE", "ETIMEDOUT", "ECONNABORTED", "EHOSTUNREACH", "ENETUNREACH", "EOF"}
+)
 ABANDONED = "abandoned"
 
 
@@ -93,8 +94,15 @@ class CarpEvent:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CarpEvent:
-        return cls(str(data["node"]), int(data["vhid"]), str(data["from"]), str(data["to"]),
-                   float(data["mono"]), float(data["wall"]), str(data.get("reason", "")))
+        return cls(
+            str(data["node"]),
+            int(data["vhid"]),
+            str(data["from"]),
+            str(data["to"]),
+            float(data["mono"]),
+            float(data["wall"]),
+            str(data.get("reason", "")),
+        )
 
 
 @dataclass(frozen=True)
@@ -120,16 +128,23 @@ def takeovers(events: Iterable[CarpEvent], w: Window) -> dict[int, CarpEvent | N
     """Per VHID: the expected master's first MASTER transition inside the window."""
     out: dict[int, CarpEvent | None] = dict.fromkeys(w.vhids)
     for ev in sorted(events, key=lambda e: e.mono):
-        if (ev.node == w.master and ev.new == "MASTER" and ev.vhid in out
-                and out[ev.vhid] is None and w.start_mono <= ev.mono <= w.end_mono):
+        if (
+            ev.node == w.master
+            and ev.new == "MASTER"
+            and ev.vhid in out
+            and out[ev.vhid] is None
+            and w.start_mono <= ev.mono <= w.end_mono
+        ):
             out[ev.vhid] = ev
     return out
 
 
 def takeover_ms(events: Iterable[CarpEvent], w: Window) -> dict[int, float | None]:
     """Per VHID: ms from the phase's event to the expected master's first MASTER transition."""
-    return {v: None if ev is None else round((ev.mono - w.start_mono) * 1000, 1)
-            for v, ev in takeovers(events, w).items()}
+    return {
+        v: None if ev is None else round((ev.mono - w.start_mono) * 1000, 1)
+        for v, ev in takeovers(events, w).items()
+    }
 
 
 def final_states(
@@ -152,8 +167,13 @@ class PingStats:
     recovered: bool
 
     def as_json(self) -> dict[str, Any]:
-        return {"interval_ms": self.interval_ms, "sent": self.sent, "lost": self.lost,
-                "max_gap_ms": self.max_gap_ms, "recovered": self.recovered}
+        return {
+            "interval_ms": self.interval_ms,
+            "sent": self.sent,
+            "lost": self.lost,
+            "max_gap_ms": self.max_gap_ms,
+            "recovered": self.recovered,
+        }
 
 
 def ping_stats(pings: Sequence[PingSample], w: Window, interval: float) -> PingStats:
@@ -172,8 +192,13 @@ def ping_stats(pings: Sequence[PingSample], w: Window, interval: float) -> PingS
             gap = max(gap or 0.0, after - before)
     tail = w.end_wall - (w.end_wall - w.start_wall) / 4
     recovered = any(p.replied_at is not None for p in inside if p.sent_at >= tail)
-    return PingStats(round(interval * 1000, 3), len(inside), lost,
-                     None if gap is None else round(gap * 1000, 1), recovered)
+    return PingStats(
+        round(interval * 1000, 3),
+        len(inside),
+        lost,
+        None if gap is None else round(gap * 1000, 1),
+        recovered,
+    )
 
 
 @dataclass(frozen=True)
@@ -186,9 +211,14 @@ class TcpStats:
     broken: tuple[dict[str, Any], ...] = field(default=())
 
     def as_json(self) -> dict[str, Any]:
-        return {"streams": self.streams, "survived": self.survived, "resets": self.resets,
-                "stalled": self.stalled, "max_stall_ms": self.max_stall_ms,
-                "broken": list(self.broken)}
+        return {
+            "streams": self.streams,
+            "survived": self.survived,
+            "resets": self.resets,
+            "stalled": self.stalled,
+            "max_stall_ms": self.max_stall_ms,
+            "broken": list(self.broken),
+        }
 
 
 def tcp_stats(
@@ -231,16 +261,26 @@ def tcp_stats(
         ended = end is not None and end.at <= w.end_wall
         if ended and end is not None and end.reason in RESET_REASONS:
             resets += 1
-            broken.append({"conn": conn, "reason": end.reason,
-                           "after_ms": round((end.at - w.start_wall) * 1000, 1)})
+            broken.append(
+                {
+                    "conn": conn,
+                    "reason": end.reason,
+                    "after_ms": round((end.at - w.start_wall) * 1000, 1),
+                }
+            )
         elif ended or not any(s.last >= w.end_wall - flowing_tail for s in rows):
             stalled += 1
-            broken.append({"conn": conn, "reason": "stalled",
-                           "stall_ms": round(stall * 1000, 1)})
+            broken.append({"conn": conn, "reason": "stalled", "stall_ms": round(stall * 1000, 1)})
         else:
             survived += 1
-    return TcpStats(streams, survived, resets, stalled,
-                    None if worst is None else round(worst * 1000, 1), tuple(broken))
+    return TcpStats(
+        streams,
+        survived,
+        resets,
+        stalled,
+        None if worst is None else round(worst * 1000, 1),
+        tuple(broken),
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -258,7 +298,10 @@ class Bounds:
 
 
 def judge(
-    takeover: dict[int, float | None], ping: PingStats, tcp: TcpStats, bounds: Bounds,
+    takeover: dict[int, float | None],
+    ping: PingStats,
+    tcp: TcpStats,
+    bounds: Bounds,
     gap_tolerance: float = 0.25,
 ) -> tuple[str, list[str]]:
     """The phase's verdict and the reasons for anything short of ideal."""
@@ -272,14 +315,15 @@ def judge(
     elif not ping.recovered:
         fail.append("no recovery: the ping was not answered again")
     if ping.lost > bounds.loss_bound:
-        fail.append(f"{ping.lost} pings lost, more than the master-down bound "
-                    f"{bounds.loss_bound}")
+        fail.append(f"{ping.lost} pings lost, more than the master-down bound {bounds.loss_bound}")
     elif ping.lost:
         soft.append(f"{ping.lost} pings lost (bound {bounds.loss_bound})")
     limit = bounds.max_gap_ms + gap_tolerance * 1000
     if ping.max_gap_ms is not None and ping.max_gap_ms > limit:
-        fail.append(f"ping gap {ping.max_gap_ms:.0f} ms exceeds master-down "
-                    f"{bounds.max_gap_ms:.0f} ms (+{gap_tolerance * 1000:.0f} ms)")
+        fail.append(
+            f"ping gap {ping.max_gap_ms:.0f} ms exceeds master-down "
+            f"{bounds.max_gap_ms:.0f} ms (+{gap_tolerance * 1000:.0f} ms)"
+        )
     if tcp.streams == 0:
         fail.append("no TCP stream was flowing at the event")
     if tcp.resets:
@@ -345,8 +389,11 @@ def evaluate(
 def _spread(values: Sequence[float]) -> dict[str, float] | None:
     if not values:
         return None
-    return {"min": round(min(values), 1), "median": round(statistics.median(values), 1),
-            "max": round(max(values), 1)}
+    return {
+        "min": round(min(values), 1),
+        "median": round(statistics.median(values), 1),
+        "max": round(max(values), 1),
+    }
 
 
 def aggregate(results: Sequence[PhaseResult]) -> dict[str, Any]:
@@ -357,8 +404,9 @@ def aggregate(results: Sequence[PhaseResult]) -> dict[str, Any]:
     take: dict[str, float | None] = {}
     for v in vhids:
         got = [r.takeover_ms.get(v) for r in results]
-        take[str(v)] = None if any(ms is None for ms in got) else max(
-            ms for ms in got if ms is not None)
+        take[str(v)] = (
+            None if any(ms is None for ms in got) else max(ms for ms in got if ms is not None)
+        )
     all_take = [ms for r in results for ms in r.takeover_ms.values() if ms is not None]
     gaps = [r.ping.max_gap_ms for r in results if r.ping.max_gap_ms is not None]
     stalls = [r.tcp.max_stall_ms for r in results if r.tcp.max_stall_ms is not None]

@@ -160,7 +160,12 @@ def _is_icmp(proto: int) -> bool:
 
 def _tuple(key: FlowKey) -> bytes:
     proto, src, sport, dst, dport, zone = (
-        key.proto, key.src, key.sport, key.dst, key.dport, key.zone
+        key.proto,
+        key.src,
+        key.sport,
+        key.dst,
+        key.dport,
+        key.zone,
     )
     if len(src) == 4:
         ip = _nest(CTA_TUPLE_IP, _attr(CTA_IP_V4_SRC, src), _attr(CTA_IP_V4_DST, dst))
@@ -200,8 +205,9 @@ def inverse_tuple(key: FlowKey) -> bytes:
         table = _ICMP_INVERSE if key.proto == IPPROTO_ICMP else _ICMPV6_INVERSE
         itype = key.dport >> 8
         rtype = table.get(itype, itype)
-        inverse = FlowKey(key.proto, key.dst, key.sport, key.src, rtype << 8 | key.dport & 0xFF,
-                          key.zone)
+        inverse = FlowKey(
+            key.proto, key.dst, key.sport, key.src, rtype << 8 | key.dport & 0xFF, key.zone
+        )
     else:
         inverse = FlowKey(key.proto, key.dst, key.dport, key.src, key.sport, key.zone)
     body = _tuple(inverse)
@@ -268,7 +274,10 @@ def create_message(record: StateRecord, seq: int, flags: int = 0) -> bytes:
     if key.proto == IPPROTO_TCP:
         body.append(_tcp_protoinfo(record.tcp_state))
     return _message(
-        MSG_NEW, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL | flags, seq, _family(key.src),
+        MSG_NEW,
+        NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL | flags,
+        seq,
+        _family(key.src),
         b"".join(body),
     )
 

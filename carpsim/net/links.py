@@ -252,8 +252,11 @@ class LinkWatcher:
         """Request a dump of every link; the replies arrive as RTM_NEWLINK like any event."""
         self._seq += 1
         request = _NLMSG_HDR.pack(
-            _NLMSG_HDR.size + _IFINFOMSG.size, _RTM_GETLINK, _NLM_F_REQUEST | _NLM_F_DUMP,
-            self._seq, 0,
+            _NLMSG_HDR.size + _IFINFOMSG.size,
+            _RTM_GETLINK,
+            _NLM_F_REQUEST | _NLM_F_DUMP,
+            self._seq,
+            0,
         ) + _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
         with contextlib.suppress(OSError):
             self._sock.send(request)

@@ -179,8 +179,12 @@ class SyncSocket:
     def count_drop(self, reason: str, detail: str = "") -> None:
         """Count a dropped frame (also used for the codec's reasons, so one table holds all)."""
         self.drops[reason] += 1
-        self._once(f"drop:{reason}", "sync: dropped a frame: %s (%s); further ones only counted",
-                   reason, detail)
+        self._once(
+            f"drop:{reason}",
+            "sync: dropped a frame: %s (%s); further ones only counted",
+            reason,
+            detail,
+        )
 
     def _once(self, key: str, msg: str, *args: object) -> None:
         if key not in self._logged:

@@ -112,7 +112,10 @@ class DumpWorker:
                     return
 
     def _dump(
-        self, table: KernelConntrackTable, generation: int, full: bool,
+        self,
+        table: KernelConntrackTable,
+        generation: int,
+        full: bool,
         last: dict[FlowKey, Signature],
     ) -> tuple[dict[FlowKey, Signature], bool]:
         seen: dict[FlowKey, Signature] = {}

@@ -17,9 +17,7 @@ class CarpMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.rx_packets = Counter(
-            "carp_rx_packets", "CARP packets received", ["af"], registry=r
-        )
+        self.rx_packets = Counter("carp_rx_packets", "CARP packets received", ["af"], registry=r)
         self.rx_dropped = Counter(
             "carp_rx_dropped", "Received CARP packets dropped", ["reason"], registry=r
         )

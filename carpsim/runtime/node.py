@@ -95,9 +95,7 @@ class CarpNode:
         self._events: EventsLog | None = None
         self._driver: Driver[Action] | None = None
         self.control: ControlServer | None = None
-        self.group = CarpGroup(
-            CarpMachine(spec.carp, self._rng) for spec in config.vhids
-        )
+        self.group = CarpGroup(CarpMachine(spec.carp, self._rng) for spec in config.vhids)
         self.drops: Counter[str] = Counter()
         self.rx_packets = 0
         self.tx_packets = 0
@@ -121,8 +119,11 @@ class CarpNode:
         if is_listening(self.config.control):
             # Checked first: start() reclaims "stale" macvlans and VIPs, which would tear down
             # the running daemon's before failing on the busy socket.
-            raise ConfigError("node.control", f"{self.config.control} is in use by a running "
-                              "daemon (stop it first, or give this node another control path)")
+            raise ConfigError(
+                "node.control",
+                f"{self.config.control} is in use by a running "
+                "daemon (stop it first, or give this node another control path)",
+            )
         for spec in self.config.vhids:
             where = f"vhid[{spec.carp.vhid}].interface"
             parent = self.links.lookup(spec.interface)
@@ -139,8 +140,10 @@ class CarpNode:
                     spec.carp.srcip,
                     spec.interface,
                 )
-        for name, script in (("upscript", self.config.upscript),
-                             ("downscript", self.config.downscript)):
+        for name, script in (
+            ("upscript", self.config.upscript),
+            ("downscript", self.config.downscript),
+        ):
             if script is not None and not (os.path.isfile(script) and os.access(script, os.X_OK)):
                 raise ConfigError(name, f"not an executable file: {script}")
         if self.statesync is not None:
@@ -170,9 +173,7 @@ class CarpNode:
             self.metrics.track_age(rt.vhid, functools.partial(self._age, m))
         for index, parent in self.parents.items():
             srcips = {rt.spec.carp.srcip for rt in self.vhids.values() if rt.parent.index == index}
-            sock = CarpSocket(
-                parent.name, index, srcips, functools.partial(self._packet, index)
-            )
+            sock = CarpSocket(parent.name, index, srcips, functools.partial(self._packet, index))
             self._sockets[index] = sock
             self._parent_up[index] = parent.usable
         self._driver = Driver(self.group, self.execute, loop)
@@ -301,8 +302,12 @@ class CarpNode:
         # Called from inside the statesync driver's execute: feeding the CARP driver here is
         # a separate machine, so there is no re-entrancy into the replicator.
         self._driver.feed(self.group.set_demote, self._total_demote())
-        log.info("statesync %s (%s): group demote now %d", "ready" if ready else "not ready",
-                 reason, self.group.group_demote)
+        log.info(
+            "statesync %s (%s): group demote now %d",
+            "ready" if ready else "not ready",
+            reason,
+            self.group.group_demote,
+        )
 
     def _cmd_shutdown(self, _req: JsonDict) -> JsonDict:
         self.stop_requested.set()
@@ -343,8 +348,13 @@ class CarpNode:
         self.metrics.tx_errors.labels(reason=reason).inc()
         if reason not in self._logged_tx:
             self._logged_tx.add(reason)
-            log.warning("send %s failed (%s): %s; further %s errors are only counted",
-                        what, reason, exc, reason)
+            log.warning(
+                "send %s failed (%s): %s; further %s errors are only counted",
+                what,
+                reason,
+                exc,
+                reason,
+            )
 
     def _transmit(self, action: Transmit) -> None:
         rt = self.vhids[action.vhid]
@@ -395,8 +405,9 @@ class CarpNode:
         vhid = str(action.vhid)
         self.metrics.transitions.labels(vhid=vhid, **{"from": old, "to": new}).inc()
         self.metrics.state.labels(vhid=vhid).set(STATE_VALUE[new])
-        log.info("vhid %d on %s: %s -> %s (%s)", action.vhid, rt.spec.interface, old, new,
-                 action.reason)
+        log.info(
+            "vhid %d on %s: %s -> %s (%s)", action.vhid, rt.spec.interface, old, new, action.reason
+        )
         if self._events is not None:
             self._events.transition(action.vhid, old, new, action.reason)
         self._run_hooks(rt, action)
@@ -426,8 +437,12 @@ class CarpNode:
             self.vhids[action.vhid].drops[reason] += 1
         if reason not in self._logged_drops:
             self._logged_drops.add(reason)
-            log.warning("dropped a packet: %s (%s); further %s drops are only counted",
-                        reason, action.detail, reason)
+            log.warning(
+                "dropped a packet: %s (%s); further %s drops are only counted",
+                reason,
+                action.detail,
+                reason,
+            )
 
     # ------------------------------------------------------------------ status
 
@@ -443,22 +458,24 @@ class CarpNode:
         for vhid, rt in sorted(self.vhids.items()):
             m = self.group.machine(vhid)
             age = self._age(m)
-            vhids.append({
-                "vhid": vhid,
-                "interface": rt.spec.interface,
-                "vips": [str(v) for v in rt.spec.carp.vips],
-                "state": m.state.name,
-                "advbase": rt.spec.carp.advbase,
-                "advskew": m.effective_advskew,
-                "demote": m.demote,
-                "master_down_s": round(m.master_down_interval, 6),
-                "advert_interval_s": round(m.advert_interval, 6),
-                "last_advert_age_s": None if age is None else round(age, 3),
-                "last_advert_src": m.last_advert_src,
-                "drops": dict(rt.drops),
-                "real_mac": rt.spec.real_mac,
-                "peer": None if rt.spec.peer is None else str(rt.spec.peer),
-            })
+            vhids.append(
+                {
+                    "vhid": vhid,
+                    "interface": rt.spec.interface,
+                    "vips": [str(v) for v in rt.spec.carp.vips],
+                    "state": m.state.name,
+                    "advbase": rt.spec.carp.advbase,
+                    "advskew": m.effective_advskew,
+                    "demote": m.demote,
+                    "master_down_s": round(m.master_down_interval, 6),
+                    "advert_interval_s": round(m.advert_interval, 6),
+                    "last_advert_age_s": None if age is None else round(age, 3),
+                    "last_advert_src": m.last_advert_src,
+                    "drops": dict(rt.drops),
+                    "real_mac": rt.spec.real_mac,
+                    "peer": None if rt.spec.peer is None else str(rt.spec.peer),
+                }
+            )
         return {
             "node": self.config.name,
             "pid": os.getpid(),

@@ -159,11 +159,23 @@ def parse_statesync(table: Mapping[str, Any], node_name: str) -> StateSyncConfig
 
 
 _NODE_KEYS = {
-    "name", "control", "events_json", "metrics_port", "upscript", "downscript", "neutral",
+    "name",
+    "control",
+    "events_json",
+    "metrics_port",
+    "upscript",
+    "downscript",
+    "neutral",
     "shutdown_scripts",
 }
 _CARP_KEYS = {
-    "password", "advbase", "advskew", "preempt", "master_down_formula", "real_mac", "deadratio",
+    "password",
+    "advbase",
+    "advskew",
+    "preempt",
+    "master_down_formula",
+    "real_mac",
+    "deadratio",
     "demote",
 }
 _VHID_KEYS = {"vhid", "interface", "srcip", "vips", "peer"} | _CARP_KEYS

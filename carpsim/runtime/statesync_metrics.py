@@ -25,10 +25,14 @@ class StateSyncCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         st: dict[str, Any] = self._service.status()
-        yield GaugeMetricFamily(P + "ready", "1 when the replicator is ready (CARP undemoted)",
-                                value=1 if st["ready"] else 0)
-        yield GaugeMetricFamily(P + "demote", "CARP demotion added by state sync",
-                                value=st["demote"])
+        yield GaugeMetricFamily(
+            P + "ready",
+            "1 when the replicator is ready (CARP undemoted)",
+            value=1 if st["ready"] else 0,
+        )
+        yield GaugeMetricFamily(
+            P + "demote", "CARP demotion added by state sync", value=st["demote"]
+        )
         states = GaugeMetricFamily(P + "states", "States held", labels=["where"])
         for where, n in st["states"].items():
             states.add_metric([where], n)
@@ -41,15 +45,17 @@ class StateSyncCollector(Collector):
         octets.add_metric(["tx"], st["frames"]["tx_bytes"])
         octets.add_metric(["rx"], st["frames"]["rx_bytes"])
         yield octets
-        rep = CounterMetricFamily(P + "replicator_events",
-                                  "Replicator counters (acks, nacks, resends, refreshes ...)",
-                                  labels=["event"])
+        rep = CounterMetricFamily(
+            P + "replicator_events",
+            "Replicator counters (acks, nacks, resends, refreshes ...)",
+            labels=["event"],
+        )
         for name, n in st["replicator"].items():
             rep.add_metric([name], n)
         yield rep
-        kern = CounterMetricFamily(P + "kernel_ops",
-                                   "Conntrack events read and states installed/removed",
-                                   labels=["op"])
+        kern = CounterMetricFamily(
+            P + "kernel_ops", "Conntrack events read and states installed/removed", labels=["op"]
+        )
         for name, n in st["kernel"].items():
             kern.add_metric([name], n)
         yield kern
@@ -58,16 +64,21 @@ class StateSyncCollector(Collector):
             drops.add_metric([reason], n)
         yield drops
         bulk = st["bulk"]
-        yield CounterMetricFamily(P + "bulk_updates", "Bulk updates received (completed or "
-                                  "given up)", value=bulk["count"])
-        yield CounterMetricFamily(P + "bulk_gave_up", "Bulk updates given up",
-                                  value=bulk["gave_up"])
-        yield CounterMetricFamily(P + "bulk_served", "Bulk updates served to the peer",
-                                  value=bulk["served"])
+        yield CounterMetricFamily(
+            P + "bulk_updates", "Bulk updates received (completed or given up)", value=bulk["count"]
+        )
+        yield CounterMetricFamily(
+            P + "bulk_gave_up", "Bulk updates given up", value=bulk["gave_up"]
+        )
+        yield CounterMetricFamily(
+            P + "bulk_served", "Bulk updates served to the peer", value=bulk["served"]
+        )
         last = bulk["last_duration_s"]
-        yield GaugeMetricFamily(P + "bulk_last_duration_seconds",
-                                "Duration of the last received bulk update (-1: none)",
-                                value=-1.0 if last is None else last)
+        yield GaugeMetricFamily(
+            P + "bulk_last_duration_seconds",
+            "Duration of the last received bulk update (-1: none)",
+            value=-1.0 if last is None else last,
+        )
 
 
 def register(registry: CollectorRegistry, service: StateSyncService) -> None:

@@ -126,9 +126,15 @@ class StateSyncService:
         self.ready_changes: list[dict[str, Any]] = []
         self.counters: Counter[str] = Counter()
         self.install_failures: Counter[str] = Counter()
-        self.bulk: dict[str, Any] = {"count": 0, "gave_up": 0, "last_duration_s": None,
-                                     "last_states": None, "served": 0,
-                                     "last_served_duration_s": None, "last_served_states": None}
+        self.bulk: dict[str, Any] = {
+            "count": 0,
+            "gave_up": 0,
+            "last_duration_s": None,
+            "last_states": None,
+            "served": 0,
+            "last_served_duration_s": None,
+            "last_served_states": None,
+        }
         self.kernel_states = 0
         self._logged: set[str] = set()
         self._stopped = False
@@ -159,8 +165,9 @@ class StateSyncService:
         self._loop = loop
         set_netfilter_sysctls()
         rcfg = self.replicator.config
-        exclude = SyncExclusion(protos=frozenset(rcfg.excluded_protos),
-                                addresses=rcfg.excluded_raw())
+        exclude = SyncExclusion(
+            protos=frozenset(rcfg.excluded_protos), addresses=rcfg.excluded_raw()
+        )
         self.table = KernelConntrackTable(exclude=exclude)
         # Subscribe before the first dump, so nothing changes unseen in between.
         self.table.subscribe()
@@ -340,8 +347,12 @@ class StateSyncService:
                 self.bulk["served"] += 1
                 self.bulk["last_served_duration_s"] = round(action.duration, 6)
                 self.bulk["last_served_states"] = action.count
-                log.info("statesync: served a %sbulk of %d states in %.3fs",
-                         "pushed " if action.pushed else "", action.count, action.duration)
+                log.info(
+                    "statesync: served a %sbulk of %d states in %.3fs",
+                    "pushed " if action.pushed else "",
+                    action.count,
+                    action.duration,
+                )
             elif isinstance(action, PeerRestarted):
                 self.counters["peer_restarts"] += 1
                 log.info("statesync: peer epoch %08x -> %08x", action.old_epoch, action.new_epoch)
@@ -409,15 +420,21 @@ class StateSyncService:
     def _ready_changed(self, action: ReadyChanged) -> None:
         self.ready = action.ready
         self.ready_reason = action.reason
-        self.ready_changes.append({"mono": round(time.monotonic(), 6),
-                                   "wall": round(time.time(), 6),
-                                   "ready": action.ready, "reason": action.reason})
+        self.ready_changes.append(
+            {
+                "mono": round(time.monotonic(), 6),
+                "wall": round(time.time(), 6),
+                "ready": action.ready,
+                "reason": action.reason,
+            }
+        )
         del self.ready_changes[:-20]
         if action.ready:
             log.info("statesync: ready (%s): CARP demotion lifted", action.reason)
         else:
-            log.warning("statesync: not ready (%s): CARP demoted by %d", action.reason,
-                        self.config.demote)
+            log.warning(
+                "statesync: not ready (%s): CARP demoted by %d", action.reason, self.config.demote
+            )
         self._on_ready(action.ready, action.reason)
 
     def _bulk_completed(self, action: BulkCompleted) -> None:
@@ -426,12 +443,14 @@ class StateSyncService:
         self.bulk["last_states"] = action.count
         if action.gave_up:
             self.bulk["gave_up"] += 1
-            log.warning("statesync: bulk update given up after %.1fs (%d states received); "
-                        "lifting the demotion without a complete table", action.duration,
-                        action.count)
+            log.warning(
+                "statesync: bulk update given up after %.1fs (%d states received); "
+                "lifting the demotion without a complete table",
+                action.duration,
+                action.count,
+            )
         else:
-            log.info("statesync: bulk update of %d states in %.3fs", action.count,
-                     action.duration)
+            log.info("statesync: bulk update of %d states in %.3fs", action.count, action.duration)
 
     def _once(self, key: str, msg: str, *args: object) -> None:
         if key not in self._logged:
@@ -465,8 +484,12 @@ class StateSyncService:
             "link_up": self._link_usable,
             "creatorid": rep.config.creatorid if rep is not None else None,
             "bulk_phase": rep.bulk_phase.value if rep is not None else None,
-            "states": {"kernel": self.kernel_states, "mirror": mirror, "own": own,
-                       "peer": mirror - own},
+            "states": {
+                "kernel": self.kernel_states,
+                "mirror": mirror,
+                "own": own,
+                "peer": mirror - own,
+            },
             "frames": {
                 "tx": sock.tx_frames if sock else 0,
                 "rx": sock.rx_frames if sock else 0,

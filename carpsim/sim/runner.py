@@ -188,7 +188,8 @@ class Runner:
 
     def masters(self, vhid: int) -> list[str]:
         return [
-            n.name for n in self.nodes.values()
+            n.name
+            for n in self.nodes.values()
             if n.alive and vhid in n.group.machines and n.state(vhid) is CarpState.MASTER
         ]
 
@@ -196,7 +197,8 @@ class Runner:
         self, *, node: str | None = None, new: CarpState | None = None
     ) -> list[TraceEvent]:
         return [
-            e for e in self.trace
+            e
+            for e in self.trace
             if e.new is not None
             and (node is None or e.node == node)
             and (new is None or e.new is new)

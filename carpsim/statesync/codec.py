@@ -53,8 +53,7 @@ _PEER = "HBBIIIIHHBB6x"  # scrub(flags, ttl, scrub_flag, ts_mod), seqlo, seqhi, 
 # min_ttl set_tos max_mss, set_prio[2], rt, rt_ifname.
 # packets[2][2] / bytes[2][2] are hi/lo u32 pairs; big-endian, each pair is exactly a u64.
 STATE_1400 = struct.Struct(
-    "!Q16s" "16s16sHH" "16s16sHH" + _PEER + _PEER + "16sIIIII" "QQ" "QQ" "I" "BBB" "HBBBBB"
-    "HHHH" "i" "BBH" "BB" "B16s"
+    "!Q16s16s16sHH16s16sHH" + _PEER + _PEER + "16sIIIIIQQQQIBBBHBBBBBHHHHiBBHBBB16s"
 )
 
 
@@ -63,8 +62,7 @@ def _decoder(alen: int) -> struct.Struct:
     a = f"{alen}s{16 - alen}x" if alen < 16 else "16s"
     peer = "4xI12x4xB7x"  # ts_mod, state
     return struct.Struct(
-        "!Q16x" + a + a + "HH" + a + a + "HH" + peer + peer + "16x12x4xI" "QQQQ" "I" "xBB" "4xB10x"
-        "i23x"
+        "!Q16x" + a + a + "HH" + a + a + "HH" + peer + peer + "16x12x4xIQQQQIxBB4xB10xi23x"
     )
 
 

@@ -99,8 +99,12 @@ class ReplicatorConfig:
 
     def frame_budget(self) -> int:
         """Bytes available for data subheaders+records in one frame."""
-        return self.mtu - IPV4_HEADER - HEADER_LEN - SUBHEADER_LEN - (
-            SUBHEADER_LEN + XSEQ_LEN if self.reliable else 0
+        return (
+            self.mtu
+            - IPV4_HEADER
+            - HEADER_LEN
+            - SUBHEADER_LEN
+            - (SUBHEADER_LEN + XSEQ_LEN if self.reliable else 0)
         )
 
     def states_per_frame(self) -> int:

@@ -73,9 +73,7 @@ class ReliableSender:
             self.rto_deadline = now + rto
         return released
 
-    def on_nack(
-        self, ranges: list[NackRange], now: float, limit: int, holdoff: float
-    ) -> list[int]:
+    def on_nack(self, ranges: list[NackRange], now: float, limit: int, holdoff: float) -> list[int]:
         """Seqs to re-send now for these NACK ranges (those still queued, at most `limit`).
 
         Every ACK repeats all open gaps, so a frame re-sent less than `holdoff` ago is not

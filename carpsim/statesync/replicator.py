@@ -463,7 +463,9 @@ class Replicator:
                         # us (our later delete would pass for the expiry of a peer-driven
                         # copy and never go out). Ours is on its way to the peer already.
                         if (rec.tcp_state, rec.nat_src, rec.nat_dst) != (
-                            cur.tcp_state, cur.nat_src, cur.nat_dst
+                            cur.tcp_state,
+                            cur.nat_src,
+                            cur.nat_dst,
                         ):
                             out.append(CountDrop(SyncDropReason.STALE, "copy of a local state"))
                         continue
@@ -478,8 +480,10 @@ class Replicator:
                         continue
                     if table.apply(rec):
                         installed.append(rec)
-                        if self._hand_over(key) and cur is not None and (
-                            (cur.creatorid, cur.id) != (rec.creatorid, rec.id)
+                        if (
+                            self._hand_over(key)
+                            and cur is not None
+                            and ((cur.creatorid, cur.id) != (rec.creatorid, rec.id))
                         ):
                             # Our own state under this tuple lost (split-brain collision, or
                             # the peer reused the tuple): it ends here like a local delete.
@@ -888,4 +892,3 @@ class Replicator:
 
     def pending_count(self) -> int:
         return len(self._pending_full) + len(self._pending_dels) + len(self._pending_updc)
-

@@ -82,8 +82,20 @@ class Lan:
         ns = self.host(host)
         self.bridge(bridge)
         port = f"p{len(self.ports)}{ifname}"[:15]
-        self.sh(self.switch, "ip", "link", "add", port, "type", "veth", "peer", "name", ifname,
-                "netns", ns)
+        self.sh(
+            self.switch,
+            "ip",
+            "link",
+            "add",
+            port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            ifname,
+            "netns",
+            ns,
+        )
         self.sh(self.switch, "ip", "link", "set", port, "master", bridge, "up")
         if address:
             self.sh(ns, "ip", "addr", "add", address, "dev", ifname)

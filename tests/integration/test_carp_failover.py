@@ -33,11 +33,31 @@ class Node:
     def start(self, vhid: int = 1, iface: str = "lan", vip: str = VIP) -> None:
         self.starts += 1
         self.proc = self.lan.carpsim(
-            self.name, "carp", "--interface", iface, "--srcip", self.addr.split("/")[0],
-            "--vhid", str(vhid), "--pass", PASSWORD, "--addr", f"{vip}/24",
-            "--advbase", "1", "--advskew", str(self.skew), "--preempt",
-            "--control", self.control, "--events-json", str(self.events), "--name", self.name,
-            *self.extra, log=f"{self.name}.{self.starts}.log",
+            self.name,
+            "carp",
+            "--interface",
+            iface,
+            "--srcip",
+            self.addr.split("/")[0],
+            "--vhid",
+            str(vhid),
+            "--pass",
+            PASSWORD,
+            "--addr",
+            f"{vip}/24",
+            "--advbase",
+            "1",
+            "--advskew",
+            str(self.skew),
+            "--preempt",
+            "--control",
+            self.control,
+            "--events-json",
+            str(self.events),
+            "--name",
+            self.name,
+            *self.extra,
+            log=f"{self.name}.{self.starts}.log",
         )
 
     def state(self, vhid: int = 1) -> str | None:
@@ -74,7 +94,8 @@ def pair(lan: Lan) -> tuple[Node, Node, str]:
 def ping(lan: Lan, client: str, count: int = 1) -> bool:
     out = subprocess.run(
         ["ip", "netns", "exec", client, "ping", "-c", str(count), "-W", "1", "-i", "0.2", VIP],
-        capture_output=True, check=False,
+        capture_output=True,
+        check=False,
     )
     return out.returncode == 0
 

@@ -22,7 +22,7 @@ from carpsim.protocol.codec import decode_packet
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(60)]
 
-SENDER = r'''
+SENDER = r"""
 import json, socket, struct, sys
 from ipaddress import IPv4Address
 from scapy.all import Ether, IP, Raw, sendp
@@ -72,7 +72,7 @@ for name, (body, ttl) in payloads.items():
     sendp(Ether(dst="01:00:5e:00:00:12") / pkt, iface=iface, verbose=False)
     sent[name] = raw.hex()
 print(json.dumps(sent))
-'''
+"""
 
 
 def expected_reason(name: str, raw: bytes) -> str:
@@ -92,16 +92,42 @@ def test_hostile_packets_are_dropped_and_counted(lan: Lan) -> None:
     lan.plug("evil", "eth0", "10.61.0.66/24")
     control = str(lan.tmp / "n1.sock")
     proc = lan.carpsim(
-        "n1", "carp", "--interface", "lan", "--srcip", "10.61.0.1", "--vhid", "1", "--pass", "pw",
-        "--addr", "10.61.0.254/24", "--control", control, log="n1.log",
+        "n1",
+        "carp",
+        "--interface",
+        "lan",
+        "--srcip",
+        "10.61.0.1",
+        "--vhid",
+        "1",
+        "--pass",
+        "pw",
+        "--addr",
+        "10.61.0.254/24",
+        "--control",
+        control,
+        log="n1.log",
     )
     wait_for(lambda: vhid_state(control, 1) == "MASTER", 8, what="MASTER")
     before = status(control)
     assert before["drops"] == {}
 
     run = subprocess.run(
-        ["ip", "netns", "exec", lan.host("evil"), sys.executable, "-c", SENDER, "eth0",
-         "10.61.0.254"], capture_output=True, text=True, check=True, timeout=30,
+        [
+            "ip",
+            "netns",
+            "exec",
+            lan.host("evil"),
+            sys.executable,
+            "-c",
+            SENDER,
+            "eth0",
+            "10.61.0.254",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
     )
     sent = {k: bytes.fromhex(v) for k, v in json.loads(run.stdout).items()}
     assert IPv4Address(sent["own_cookie"][12:16]) == IPv4Address("10.61.0.66")

@@ -28,8 +28,8 @@ def node_toml(tmp: Path, name: str, last: int, skew: int, metrics_port: int = 0)
     path.write_text(f"""
 [node]
 name = "{name}"
-control = "{tmp / (name + '.sock')}"
-events_json = "{tmp / (name + '.jsonl')}"
+control = "{tmp / (name + ".sock")}"
+events_json = "{tmp / (name + ".jsonl")}"
 metrics_port = {metrics_port}
 
 [carp]
@@ -88,10 +88,19 @@ def test_link_down_fails_over_the_whole_group(lan: Lan) -> None:
     assert backup["last_advert_age_s"] < 1.5
 
     metrics = subprocess.run(
-        ["ip", "netns", "exec", lan.host("n1"), sys.executable, "-c",
-         "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9101/metrics')"
-         ".read().decode())"],
-        capture_output=True, text=True, check=True,
+        [
+            "ip",
+            "netns",
+            "exec",
+            lan.host("n1"),
+            sys.executable,
+            "-c",
+            "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9101/metrics')"
+            ".read().decode())",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert 'carp_state{vhid="1"} 2.0' in metrics
     assert 'carp_transitions_total{from="BACKUP",to="MASTER",vhid="2"} 1.0' in metrics
@@ -103,10 +112,15 @@ def test_link_down_fails_over_the_whole_group(lan: Lan) -> None:
     t_cut = time.monotonic()
     lan.port_down("n1", "lan")
     wait_for(lambda: states(c2) == {1: "MASTER", 2: "MASTER"}, 6, what="n2 master on both")
-    ev = {e["vhid"]: e["mono"] for e in read_events(lan.tmp / "n2.jsonl")
-          if e["to"] == "MASTER" and e["mono"] >= t_cut}
-    print(f"after lan cut: vhid2 (demotion) {ev[2] - t_cut:.3f}s, vhid1 (timeout) "
-          f"{ev[1] - t_cut:.3f}s")
+    ev = {
+        e["vhid"]: e["mono"]
+        for e in read_events(lan.tmp / "n2.jsonl")
+        if e["to"] == "MASTER" and e["mono"] >= t_cut
+    }
+    print(
+        f"after lan cut: vhid2 (demotion) {ev[2] - t_cut:.3f}s, vhid1 (timeout) "
+        f"{ev[1] - t_cut:.3f}s"
+    )
     assert ev[2] - t_cut < 0.5
     assert ev[1] - t_cut < 3 + 100 / 256 + 0.6
     assert states(c1) == {1: "INIT", 2: "BACKUP"}
@@ -117,16 +131,28 @@ def test_link_down_fails_over_the_whole_group(lan: Lan) -> None:
     wait_for(lambda: states(c1) == {1: "MASTER", 2: "MASTER"}, 8, what="n1 failback")
 
     # Administrative demotion through the control socket hands everything to node2.
-    reply = json.loads(subprocess.run(
-        [sys.executable, "-c",
-         f"import json;from carpsim.runtime.control import query;"
-         f"print(json.dumps(query({c1!r}, {{'cmd': 'demote', 'value': 5}})))"],
-        capture_output=True, text=True, check=True).stdout)
+    reply = json.loads(
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"import json;from carpsim.runtime.control import query;"
+                f"print(json.dumps(query({c1!r}, {{'cmd': 'demote', 'value': 5}})))",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     assert reply == {"ok": True, "demote": 5}
     wait_for(lambda: states(c2) == {1: "MASTER", 2: "MASTER"}, 3, what="n2 after demote")
 
-    out = subprocess.run([sys.executable, "-m", "carpsim", "status", "--control", c2],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "carpsim", "status", "--control", c2],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "MASTER" in out
     assert "10.51.0.254/24" in out
 
@@ -143,12 +169,12 @@ def test_bad_config_exits_2_naming_the_field(lan: Lan, tmp_path: Path) -> None:
         text = f"""
 [node]
 name = "n1"
-control = "{tmp_path / 'x.sock'}"
-{bad if good is None else ''}
+control = "{tmp_path / "x.sock"}"
+{bad if good is None else ""}
 [[vhid]]
 vhid = 1
-{bad if good is not None else ''}
-{'interface = "lan"' if good != 'interface = "lan"' else ''}
+{bad if good is not None else ""}
+{'interface = "lan"' if good != 'interface = "lan"' else ""}
 srcip = "10.51.0.1"
 vips = ["10.51.0.254/24"]
 password = "pw"
@@ -156,8 +182,23 @@ password = "pw"
         path = tmp_path / "bad.toml"
         path.write_text(text)
         run = subprocess.run(
-            ["ip", "netns", "exec", host, sys.executable, "-m", "carpsim", "node", "--config",
-             str(path)], capture_output=True, text=True, check=False, timeout=20)
+            [
+                "ip",
+                "netns",
+                "exec",
+                host,
+                sys.executable,
+                "-m",
+                "carpsim",
+                "node",
+                "--config",
+                str(path),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=20,
+        )
         assert run.returncode == 2, run.stderr
         assert field in run.stderr, run.stderr
         assert len(run.stderr.strip().splitlines()) == 1, run.stderr
@@ -167,17 +208,29 @@ password = "pw"
 
 
 def test_nodeconfig_parse_defaults_and_overrides() -> None:
-    cfg = nodeconfig.parse({
-        "node": {"name": "n"},
-        "carp": {"password": "pw", "advskew": 100, "preempt": True},
-        "vhid": [
-            {"vhid": 3, "interface": "wan", "srcip": "192.168.100.246",
-             "vips": ["192.168.100.254/24"], "advskew": 7, "peer": "192.168.100.248"},
-            {"vhid": 1, "interface": "lan", "srcip": "192.168.110.251",
-             "vips": ["192.168.110.254/24"]},
-        ],
-        "statesync": {"enabled": False, "interface": "sync"},
-    })
+    cfg = nodeconfig.parse(
+        {
+            "node": {"name": "n"},
+            "carp": {"password": "pw", "advskew": 100, "preempt": True},
+            "vhid": [
+                {
+                    "vhid": 3,
+                    "interface": "wan",
+                    "srcip": "192.168.100.246",
+                    "vips": ["192.168.100.254/24"],
+                    "advskew": 7,
+                    "peer": "192.168.100.248",
+                },
+                {
+                    "vhid": 1,
+                    "interface": "lan",
+                    "srcip": "192.168.110.251",
+                    "vips": ["192.168.110.254/24"],
+                },
+            ],
+            "statesync": {"enabled": False, "interface": "sync"},
+        }
+    )
     assert cfg.control == nodeconfig.DEFAULT_CONTROL
     assert cfg.metrics_port == 0
     assert [v.carp.advskew for v in cfg.vhids] == [7, 100]
@@ -187,9 +240,20 @@ def test_nodeconfig_parse_defaults_and_overrides() -> None:
     assert cfg.statesync == {"enabled": False, "interface": "sync"}
     assert cfg.sync is None
     with pytest.raises(ConfigError) as err:
-        nodeconfig.parse({"node": {"name": "n"}, "vhid": [
-            {"vhid": 1, "interface": "lan", "srcip": "x", "vips": ["1.2.3.4/24"],
-             "password": "pw"}]})
+        nodeconfig.parse(
+            {
+                "node": {"name": "n"},
+                "vhid": [
+                    {
+                        "vhid": 1,
+                        "interface": "lan",
+                        "srcip": "x",
+                        "vips": ["1.2.3.4/24"],
+                        "password": "pw",
+                    }
+                ],
+            }
+        )
     assert err.value.field == "vhid[1].srcip"
 
 
@@ -202,8 +266,23 @@ def test_a_second_daemon_on_a_busy_control_socket_leaves_the_first_alone(lan: La
     wait_for(lambda: states(control) == {1: "MASTER", 2: "MASTER"}, 8, what="n1 master")
     macvlans = lan.sh(lan.host("n1"), "ip", "-o", "link", "show", "type", "macvlan")
     second = subprocess.run(
-        ["ip", "netns", "exec", lan.host("n1"), sys.executable, "-m", "carpsim", "node",
-         "--config", str(config)], capture_output=True, text=True, check=False, timeout=20)
+        [
+            "ip",
+            "netns",
+            "exec",
+            lan.host("n1"),
+            sys.executable,
+            "-m",
+            "carpsim",
+            "node",
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=20,
+    )
     assert second.returncode == 2, second.stderr
     assert "node.control" in second.stderr
     assert len(second.stderr.strip().splitlines()) == 1, second.stderr

@@ -14,9 +14,29 @@ pytestmark = [pytest.mark.netns, pytest.mark.timeout(60)]
 
 def carp(lan: Lan, host: str, addr: str, skew: int, *extra: str) -> str:
     control = str(lan.tmp / f"{host}.sock")
-    lan.carpsim(host, "carp", "--interface", "lan", "--srcip", addr, "--vhid", "5", "--pass",
-                "pw", "--addr", "10.91.0.254/24", "--advskew", str(skew), "--preempt",
-                "--control", control, "--name", host, *extra, log=f"{host}.log")
+    lan.carpsim(
+        host,
+        "carp",
+        "--interface",
+        "lan",
+        "--srcip",
+        addr,
+        "--vhid",
+        "5",
+        "--pass",
+        "pw",
+        "--addr",
+        "10.91.0.254/24",
+        "--advskew",
+        str(skew),
+        "--preempt",
+        "--control",
+        control,
+        "--name",
+        host,
+        *extra,
+        log=f"{host}.log",
+    )
     return control
 
 
@@ -47,8 +67,17 @@ def test_hooks_run_asynchronously_with_ucarp_arguments(lan: Lan) -> None:
         path.write_text(f'#!/bin/sh\necho "{word} $1 $2" >> {log}\nsleep 2\n')
         path.chmod(0o755)
         scripts.append(str(path))
-    control = carp(lan, "n1", "10.91.0.1", 0, "--upscript", scripts[0], "--downscript",
-                   scripts[1], "--shutdown")
+    control = carp(
+        lan,
+        "n1",
+        "10.91.0.1",
+        0,
+        "--upscript",
+        scripts[0],
+        "--downscript",
+        scripts[1],
+        "--shutdown",
+    )
     wait_for(lambda: vhid_state(control, 5) == "MASTER", 8, what="MASTER")
     tx0 = status(control)["tx_packets"]
     time.sleep(1.6)  # the upscript is still sleeping; adverts must keep flowing
@@ -58,7 +87,10 @@ def test_hooks_run_asynchronously_with_ucarp_arguments(lan: Lan) -> None:
     assert proc.wait(timeout=8) == 0
     # startup downscript (not --neutral), upscript on MASTER, downscript on --shutdown
     assert Path(log).read_text().splitlines() == [
-        "down lan 10.91.0.254", "up lan 10.91.0.254", "down lan 10.91.0.254"]
+        "down lan 10.91.0.254",
+        "up lan 10.91.0.254",
+        "down lan 10.91.0.254",
+    ]
 
 
 def test_real_mac_keeps_the_vip_on_the_parent(lan: Lan) -> None:

@@ -74,22 +74,52 @@ def lab() -> Iterator[Lab]:
     with netns.temporary([names.client, names.ra, names.rb, names.server]):
         cl, ra, rb, sv = names.client, names.ra, names.rb, names.server
         for side, router, rnet, wnet in (("a", ra, 10, 20), ("b", rb, 11, 21)):
-            _ip(cl, "link", "add", f"c{side}", "type", "veth", "peer", "name", f"l{side}",
-                "netns", router)
-            _ip(sv, "link", "add", f"s{side}", "type", "veth", "peer", "name", f"w{side}",
-                "netns", router)
+            _ip(
+                cl,
+                "link",
+                "add",
+                f"c{side}",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                f"l{side}",
+                "netns",
+                router,
+            )
+            _ip(
+                sv,
+                "link",
+                "add",
+                f"s{side}",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                f"w{side}",
+                "netns",
+                router,
+            )
             _ip(cl, "addr", "add", f"10.0.{rnet}.2/30", "dev", f"c{side}")
             _ip(router, "addr", "add", f"10.0.{rnet}.1/30", "dev", f"l{side}")
             _ip(sv, "addr", "add", f"10.0.{wnet}.2/30", "dev", f"s{side}")
             _ip(router, "addr", "add", f"10.0.{wnet}.1/30", "dev", f"w{side}")
-            for ns, dev in ((cl, f"c{side}"), (router, f"l{side}"), (sv, f"s{side}"),
-                            (router, f"w{side}")):
+            for ns, dev in (
+                (cl, f"c{side}"),
+                (router, f"l{side}"),
+                (sv, f"s{side}"),
+                (router, f"w{side}"),
+            ):
                 _ip(ns, "link", "set", dev, "up")
             _ip(router, "route", "add", f"{CLIENT}/32", "via", f"10.0.{rnet}.2")
             _ip(router, "route", "add", f"{SERVER}/32", "via", f"10.0.{wnet}.2")
             netns.run(router, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
-            subprocess.run(netns.exec_argv(router, ["nft", "-f", "-"]), input=ROUTER_RULES,
-                           text=True, check=True)
+            subprocess.run(
+                netns.exec_argv(router, ["nft", "-f", "-"]),
+                input=ROUTER_RULES,
+                text=True,
+                check=True,
+            )
             set_sysctl("nf_conntrack_tcp_loose", 0, router)
             set_sysctl("nf_conntrack_acct", 1, router)
             enable_events(router)
@@ -134,9 +164,7 @@ def _echo(conn: socket.socket) -> None:
 
 
 def _connect(lab: Lab, host: str = SERVER, port: int = PORT) -> socket.socket:
-    sock = run_in_netns(
-        lab.client, lambda: socket.create_connection((host, port), 3, (CLIENT, 0))
-    )
+    sock = run_in_netns(lab.client, lambda: socket.create_connection((host, port), 3, (CLIENT, 0)))
     sock.settimeout(3)
     return sock
 
@@ -184,11 +212,15 @@ def test_real_flows_dump_nat_and_events(lab: Lab) -> None:
             events = table.read_events()
             news = [ev for kind, ev in events if kind == "new"]
             assert {r.key for r in news if isinstance(r, StateRecord)} == {
-                via_snat.key, via_dnat.key
+                via_snat.key,
+                via_dnat.key,
             }
             assert any(
-                kind == "update" and isinstance(ev, StateRecord) and ev.key == via_snat.key
-                and ev.tcp_state == TcpState.ESTABLISHED for kind, ev in events
+                kind == "update"
+                and isinstance(ev, StateRecord)
+                and ev.key == via_snat.key
+                and ev.tcp_state == TcpState.ESTABLISHED
+                for kind, ev in events
             )
             assert table.delete(via_snat.key)
             assert ("destroy", via_snat.key) in table.read_events()

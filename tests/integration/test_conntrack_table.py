@@ -142,8 +142,10 @@ def test_reapply_updates_and_delete_reports_presence(ns: str) -> None:
 
 def test_ipv6_entries_round_trip(ns: str) -> None:
     v6 = socket.inet_pton
-    client, server, nat = v6(socket.AF_INET6, "fd00::10"), v6(socket.AF_INET6, "2001:db8::1"), v6(
-        socket.AF_INET6, "2001:db8:ffff::1"
+    client, server, nat = (
+        v6(socket.AF_INET6, "fd00::10"),
+        v6(socket.AF_INET6, "2001:db8::1"),
+        v6(socket.AF_INET6, "2001:db8:ffff::1"),
     )
     tcp = StateRecord(
         FlowKey(6, client, 40000, server, 443),

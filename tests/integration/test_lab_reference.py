@@ -39,7 +39,10 @@ def host_links() -> set[str]:
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "carpsim", *args],
-        check=False, capture_output=True, text=True, timeout=60,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -114,8 +117,11 @@ def test_new_tcp_from_the_wan_side_is_refused(shared: Shared) -> None:
     try:
         probe = lab.run(
             "router",
-            [sys.executable, "-c",
-             "import socket; socket.create_connection(('192.168.110.10', 22), timeout=1)"],
+            [
+                sys.executable,
+                "-c",
+                "import socket; socket.create_connection(('192.168.110.10', 22), timeout=1)",
+            ],
         )
         assert probe.returncode != 0
         assert "timed out" in probe.stderr
@@ -129,8 +135,12 @@ def test_force_off_node1_node2_takes_over_every_vhid(shared: Shared) -> None:
     t0 = time.monotonic()
     lab.kill("node1")
     assert netns.run(lab.namespace_of("node1"), ["true"]).returncode == 0
-    pids = subprocess.run(["ip", "netns", "pids", lab.namespace_of("node1")],
-                          capture_output=True, text=True, check=True).stdout.split()
+    pids = subprocess.run(
+        ["ip", "netns", "pids", lab.namespace_of("node1")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert pids == []
     assert set(builder.link_states(lab.paths, node1).values()) == {"down"}
     assert lab.wait_master("node2", timeout=8, down=["node1"])

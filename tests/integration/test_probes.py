@@ -34,8 +34,9 @@ def pair() -> Iterator[tuple[str, str]]:
     prefix = netns.unique_prefix("tp")
     left, right = f"{prefix}l", f"{prefix}r"
     with netns.temporary([left, right]):
-        netns.run(left, ["ip", "link", "add", "v0", "type", "veth", "peer", "name", "v0",
-                         "netns", right])
+        netns.run(
+            left, ["ip", "link", "add", "v0", "type", "veth", "peer", "name", "v0", "netns", right]
+        )
         for ns, addr in ((left, "10.99.0.1/24"), (right, "10.99.0.2/24")):
             netns.run(ns, ["ip", "addr", "add", addr, "dev", "v0"])
             netns.run(ns, ["ip", "link", "set", "v0", "up"])
@@ -123,12 +124,16 @@ def test_capture_on_bridge_ports_attributes_each_advert_to_its_ingress_port() ->
     prefix = netns.unique_prefix("tp")
     switch, n1, n2 = f"{prefix}sw", f"{prefix}n1", f"{prefix}n2"
     with netns.temporary([switch, n1, n2]):
-        netns.run(switch, ["ip", "link", "add", "br0", "type", "bridge", "stp_state", "0",
-                           "forward_delay", "0"])
+        netns.run(
+            switch,
+            ["ip", "link", "add", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0"],
+        )
         netns.run(switch, ["ip", "link", "set", "br0", "up"])
         for i, ns in enumerate((n1, n2), start=1):
-            netns.run(switch, ["ip", "link", "add", f"p{i}", "type", "veth", "peer", "name",
-                               "eth0", "netns", ns])
+            netns.run(
+                switch,
+                ["ip", "link", "add", f"p{i}", "type", "veth", "peer", "name", "eth0", "netns", ns],
+            )
             netns.run(switch, ["ip", "link", "set", f"p{i}", "master", "br0", "up"])
             netns.run(ns, ["ip", "addr", "add", f"10.99.1.{i}/24", "dev", "eth0"])
             netns.run(ns, ["ip", "link", "set", "eth0", "up"])
@@ -146,5 +151,8 @@ def test_capture_on_bridge_ports_attributes_each_advert_to_its_ingress_port() ->
     assert not netns.list_namespaces(prefix)
     # Seen once each, entering from n1's port; the copies the bridge sent out of p2 are skipped.
     assert [(a.ifname, a.advskew, a.src_ip) for a in adverts] == [
-        ("p1", 10, "10.99.1.1"), ("p1", 20, "10.99.1.1"), ("p1", 30, "10.99.1.1")]
+        ("p1", 10, "10.99.1.1"),
+        ("p1", 20, "10.99.1.1"),
+        ("p1", 30, "10.99.1.1"),
+    ]
     assert adverts[0].at <= adverts[1].at <= adverts[2].at

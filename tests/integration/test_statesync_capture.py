@@ -45,7 +45,6 @@ def _sync(lab: Lab, node: str) -> dict[str, Any]:
     return sync
 
 
-
 def _streams_open(out: Path) -> bool:
     try:
         s = json.loads(out.read_text())
@@ -83,21 +82,37 @@ def test_lua_dissector_decodes_real_replication(tmp_path: Path) -> None:
         assert "listening" in dump.stderr.readline().decode()
         sent_before = {n: _sync(lab, n)["frames"]["tx"] for n in ("node1", "node2")}
 
-        netns.popen(lab.namespace_of("server"), [sys.executable, TOOL, "serve", str(PORT)],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        netns.popen(
+            lab.namespace_of("server"),
+            [sys.executable, TOOL, "serve", str(PORT)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(0.5)
-        netns.popen(lab.namespace_of("client1"),
-                    [sys.executable, TOOL, "client", SERVER, str(PORT), str(STREAMS), str(out)],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        netns.popen(
+            lab.namespace_of("client1"),
+            [sys.executable, TOOL, "client", SERVER, str(PORT), str(STREAMS), str(out)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_for(lambda: _streams_open(out), 15.0, what="30 streams flowing")
-        wait_for(lambda: _sync(lab, "node2")["states"]["peer"] >= STREAMS, 10.0,
-                 what="node2 holding node1's states")
+        wait_for(
+            lambda: _sync(lab, "node2")["states"]["peer"] >= STREAMS,
+            10.0,
+            what="node2 holding node1's states",
+        )
 
         lab.kill("node2")
         lab.start("node2")
-        wait_for(lambda: (s := nodes.query_status(lab.paths, "node2")) is not None
-                 and s["statesync"]["ready"] and s["statesync"]["bulk"]["count"] >= 1,
-                 15.0, what="node2's bulk update")
+        wait_for(
+            lambda: (
+                (s := nodes.query_status(lab.paths, "node2")) is not None
+                and s["statesync"]["ready"]
+                and s["statesync"]["bulk"]["count"] >= 1
+            ),
+            15.0,
+            what="node2's bulk update",
+        )
         time.sleep(1.5)  # let acks and a refresh round cross
         bulk = _sync(lab, "node2")["bulk"]
         sent_after = {n: _sync(lab, n)["frames"]["tx"] for n in ("node1", "node2")}
@@ -107,9 +122,23 @@ def test_lua_dissector_decodes_real_replication(tmp_path: Path) -> None:
     finally:
         lab.down()
 
-    rows = _tshark(cap, "-T", "fields", "-e", "ip.src", "-e", "_ws.col.Protocol",
-                   "-e", "pfsync.version", "-e", "pfsync.action", "-e", "pfsync.count",
-                   "-e", "pfsync.bus.status")
+    rows = _tshark(
+        cap,
+        "-T",
+        "fields",
+        "-e",
+        "ip.src",
+        "-e",
+        "_ws.col.Protocol",
+        "-e",
+        "pfsync.version",
+        "-e",
+        "pfsync.action",
+        "-e",
+        "pfsync.count",
+        "-e",
+        "pfsync.bus.status",
+    )
     assert len(rows) > 20
     assert not _tshark(cap, "-Y", "_ws.malformed || _ws.expert.severity >= error")
     assert {r[1] for r in rows} == {"PFSYNC"}

@@ -56,8 +56,12 @@ def start_lab(statesync: bool) -> Lab:
     lab = Lab.create("reference", prefix=netns.unique_prefix("sy"), statesync=statesync)
     try:
         lab.up(timeout=15.0)
-        netns.popen(lab.namespace_of("server"), [sys.executable, TOOL, "serve", str(PORT)],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        netns.popen(
+            lab.namespace_of("server"),
+            [sys.executable, TOOL, "serve", str(PORT)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(0.5)
     except BaseException:
         lab.down()
@@ -66,9 +70,12 @@ def start_lab(statesync: bool) -> Lab:
 
 
 def start_streams(lab: Lab, host: str, out: Path) -> None:
-    netns.popen(lab.namespace_of(host), [sys.executable, TOOL, "client", SERVER, str(PORT),
-                                         str(STREAMS), str(out)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    netns.popen(
+        lab.namespace_of(host),
+        [sys.executable, TOOL, "client", SERVER, str(PORT), str(STREAMS), str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def snap(out: Path) -> dict[str, Any]:
@@ -81,7 +88,6 @@ def snap(out: Path) -> dict[str, Any]:
     raise AssertionError(f"no stream report in {out}")
 
 
-
 def streams_flowing(out: Path) -> dict[str, Any] | None:
     """All streams open and each has delivered a few chunks (TCP state ESTABLISHED)."""
     s = snap(out)
@@ -92,8 +98,9 @@ def streams_flowing(out: Path) -> dict[str, Any] | None:
 
 def established_on(lab: Lab, node: str) -> int:
     """ESTABLISHED conntrack entries of the test's streams in a node's kernel."""
-    res = lab.run(node, ["conntrack", "-L", "-p", "tcp", "--dport", str(PORT),
-                         "--state", "ESTABLISHED"])
+    res = lab.run(
+        node, ["conntrack", "-L", "-p", "tcp", "--dport", str(PORT), "--state", "ESTABLISHED"]
+    )
     return sum(1 for line in res.stdout.splitlines() if line.startswith("tcp"))
 
 
@@ -143,8 +150,9 @@ def force_off_node1(lab: Lab) -> tuple[float, float]:
     killed = time.monotonic()
     lab.kill("node1")
     assert lab.wait_master("node2", timeout=10.0, down=["node1"]), lab.states()
-    master = wait_for(lambda: first_master_after(lab, "node2", killed), 5.0,
-                      what="node2 MASTER event")
+    master = wait_for(
+        lambda: first_master_after(lab, "node2", killed), 5.0, what="node2 MASTER event"
+    )
     return killed, master
 
 
@@ -166,8 +174,11 @@ def test_without_state_sync_the_streams_die(tmp_path: Path) -> None:
         at_master = snap(out)
         time.sleep(8.0)
         after = snap(out)
-        alive = [i for i in range(STREAMS)
-                 if after["bytes"][i] > at_master["bytes"][i] and str(i) not in after["errors"]]
+        alive = [
+            i
+            for i in range(STREAMS)
+            if after["bytes"][i] > at_master["bytes"][i] and str(i) not in after["errors"]
+        ]
         MEASURED["control_alive"] = len(alive)
         MEASURED["control_takeover_s"] = round(master - killed, 3)
         # Nothing may have survived: node2 has no state, drops non-SYN TCP, ports were random.
@@ -211,15 +222,22 @@ def test_streams_survive_force_off(synced: Shared) -> None:
     opened = wait_for(lambda: streams_flowing(synced.out_a), 20.0, what="200 streams flowing")
     # node2 must hold every stream before the master dies (kernel and mirror).
     replicated = wait_for(
-        lambda: (st := sync_status(lab, "node2"))["states"]["kernel"] >= STREAMS
-        and st["states"]["peer"] >= STREAMS and time.monotonic(),
-        10.0, what="200 states on node2",
+        lambda: (
+            (st := sync_status(lab, "node2"))["states"]["kernel"] >= STREAMS
+            and st["states"]["peer"] >= STREAMS
+            and time.monotonic()
+        ),
+        10.0,
+        what="200 states on node2",
     )
     MEASURED["replicated_after_streams_s"] = round(replicated - opened["t"], 3)
     # ...and hold each of them as ESTABLISHED in its kernel: a copy still in SYN_SENT/SYN_RECV
     # (its update in flight) cannot carry a mid-stream packet, so the kill waits for that.
-    wait_for(lambda: established_on(lab, "node2") >= STREAMS, 10.0,
-             what="every stream ESTABLISHED in node2's kernel")
+    wait_for(
+        lambda: established_on(lab, "node2") >= STREAMS,
+        10.0,
+        what="every stream ESTABLISHED in node2's kernel",
+    )
     time.sleep(1.0)
     killed, master = force_off_node1(lab)
     MEASURED["takeover_s"] = round(master - killed, 3)
@@ -241,13 +259,17 @@ def test_failback_after_bulk_update(synced: Shared) -> None:
     lab = synced.lab
     start_streams(lab, "client2", synced.out_b)
     wait_for(lambda: streams_flowing(synced.out_b), 20.0, what="200 streams via node2")
-    wait_for(lambda: sync_status(lab, "node2")["states"]["kernel"] >= 2 * STREAMS, 5.0,
-             what="400 states on node2")
+    wait_for(
+        lambda: sync_status(lab, "node2")["states"]["kernel"] >= 2 * STREAMS,
+        5.0,
+        what="400 states on node2",
+    )
     started = time.monotonic()
     lab.start("node1")
     assert lab.wait_master("node1", timeout=15.0), lab.states()
-    master = wait_for(lambda: first_master_after(lab, "node1", started), 5.0,
-                      what="node1 MASTER event")
+    master = wait_for(
+        lambda: first_master_after(lab, "node1", started), 5.0, what="node1 MASTER event"
+    )
     sync = sync_status(lab, "node1")
     changes = sync["ready_changes"]
     # Demoted from its first moment, ready only after the bulk, MASTER only after ready.
@@ -303,6 +325,7 @@ def test_status_metrics_and_hostile_input(synced: Shared) -> None:
     for _reason, ttl, payload in hostile:
         proc = lab.run("node2", [sys.executable, "-c", _raw_send(ttl, payload)])
         assert proc.returncode == 0, proc.stderr
+
     def counted(reason: str) -> bool:
         return bool(sync_status(lab, "node1")["drops"].get(reason, 0) > before.get(reason, 0))
 
@@ -316,14 +339,20 @@ def test_status_metrics_and_hostile_input(synced: Shared) -> None:
     assert 'carpsim_statesync_states{where="mirror"}' in text
     cli = subprocess.run(
         [sys.executable, "-m", "carpsim", "status", "--control", str(lab.paths.control("node1"))],
-        capture_output=True, text=True, timeout=20, check=False,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
     )
     assert cli.returncode == 0, cli.stderr
     assert "statesync READY" in cli.stdout
     assert "badttl=" in cli.stdout
     lab_cli = subprocess.run(
         [sys.executable, "-m", "carpsim", "lab", "--prefix", lab.paths.prefix, "status"],
-        capture_output=True, text=True, timeout=20, check=False,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
     )
     assert lab_cli.returncode == 0, lab_cli.stderr
     assert lab_cli.stdout.count("ready (") == 2, lab_cli.stdout

@@ -38,8 +38,8 @@ def node_toml(tmp: Path, name: str, last: int, skew: int) -> Path:
     path.write_text(f"""
 [node]
 name = "{name}"
-control = "{tmp / (name + '.sock')}"
-events_json = "{tmp / (name + '.jsonl')}"
+control = "{tmp / (name + ".sock")}"
+events_json = "{tmp / (name + ".jsonl")}"
 
 [carp]
 password = "{PASSWORD}"
@@ -69,8 +69,13 @@ def records(n: int) -> list[StateRecord]:
     out = []
     for i in range(n):
         src = bytes((10, 53, 1 + i // 60000, 1 + (i // 250) % 250))
-        out.append(StateRecord(FlowKey(6, src, 1024 + i % 60000, bytes((10, 54, 0, 1)), 443),
-                               tcp_state=TcpState.ESTABLISHED, timeout=3600))
+        out.append(
+            StateRecord(
+                FlowKey(6, src, 1024 + i % 60000, bytes((10, 54, 0, 1)), 443),
+                tcp_state=TcpState.ESTABLISHED,
+                timeout=3600,
+            )
+        )
     return out
 
 
@@ -83,8 +88,11 @@ def advert_times(pcap: Path, src: str) -> list[float]:
     from scapy.layers.inet import IP  # noqa: PLC0415 - heavy import, only here
     from scapy.utils import rdpcap  # noqa: PLC0415
 
-    return [float(p.time) for p in rdpcap(str(pcap)) if IP in p and p[IP].src == src
-            and p[IP].proto == 112]
+    return [
+        float(p.time)
+        for p in rdpcap(str(pcap))
+        if IP in p and p[IP].src == src and p[IP].proto == 112
+    ]
 
 
 def test_adverts_keep_their_interval_during_dumps_and_bulk(lan: Lan) -> None:
@@ -98,13 +106,19 @@ def test_adverts_keep_their_interval_during_dumps_and_bulk(lan: Lan) -> None:
     ctl_a, ctl_b = tmp / "na.sock", tmp / "nb.sock"
     lan.carpsim("a", "node", "--config", str(node_toml(tmp, "na", 1, 0)), log="na.log")
     wait_for(lambda: (s := sync(ctl_a)) is not None and s["ready"], 10.0, what="node A ready")
-    wait_for(lambda: any(e["to"] == "MASTER" for e in read_events(tmp / "na.jsonl")), 10.0,
-             what="node A MASTER")
+    wait_for(
+        lambda: any(e["to"] == "MASTER" for e in read_events(tmp / "na.jsonl")),
+        10.0,
+        what="node A MASTER",
+    )
 
     pcap = tmp / "adverts.pcap"
-    cap = netns.popen(b, ["tcpdump", "-i", "lan", "-U", "--immediate-mode", "-n", "-w", str(pcap),
-                          "ip proto 112"],
-                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cap = netns.popen(
+        b,
+        ["tcpdump", "-i", "lan", "-U", "--immediate-mode", "-n", "-w", str(pcap), "ip proto 112"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     lan.procs.append(cap)
     wait_for(lambda: pcap.exists() and pcap.stat().st_size > 0, 5.0, what="capture started")
     started = time.monotonic()
@@ -112,11 +126,17 @@ def test_adverts_keep_their_interval_during_dumps_and_bulk(lan: Lan) -> None:
         result = table.apply_many(records(N_STATES))
     assert result.created == N_STATES, result
     # A's refresh dumps now read 20k entries each second; then B joins and asks for a bulk.
-    wait_for(lambda: (s := sync(ctl_a)) is not None and s["states"]["kernel"] >= N_STATES,
-             10.0, what="A's dump sees 20k entries")
+    wait_for(
+        lambda: (s := sync(ctl_a)) is not None and s["states"]["kernel"] >= N_STATES,
+        10.0,
+        what="A's dump sees 20k entries",
+    )
     lan.carpsim("b", "node", "--config", str(node_toml(tmp, "nb", 2, 100)), log="nb.log")
-    sb = wait_for(lambda: (s := sync(ctl_b)) is not None and s["bulk"]["count"] >= 1 and s,
-                  20.0, what="B's bulk update")
+    sb = wait_for(
+        lambda: (s := sync(ctl_b)) is not None and s["bulk"]["count"] >= 1 and s,
+        20.0,
+        what="B's bulk update",
+    )
     assert sb["bulk"]["gave_up"] == 0
     assert sb["bulk"]["last_states"] >= N_STATES
     with KernelConntrackTable(netns=b) as table_b:

@@ -46,9 +46,24 @@ def host_links() -> set[str]:
 def unsinkable_cli(prefix: str, tmp: Path, *extra: str) -> tuple[int, str, dict[str, Any], Path]:
     png, js = tmp / "timeline.png", tmp / "run.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "carpsim", "lab", "--prefix", prefix, "unsinkable",
-         "--png", str(png), "--json", str(js), *extra],
-        capture_output=True, text=True, timeout=120, check=False,
+        [
+            sys.executable,
+            "-m",
+            "carpsim",
+            "lab",
+            "--prefix",
+            prefix,
+            "unsinkable",
+            "--png",
+            str(png),
+            "--json",
+            str(js),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode in {0, 1}, proc.stderr
     return proc.returncode, proc.stdout, json.loads(js.read_text()), png
@@ -95,7 +110,8 @@ def check_run(code: int, out: str, result: dict[str, Any], png: Path, settle: fl
         # One cycle: the aggregate is that cycle.
         assert (ph["verdict"], ph["takeover_ms"]) == (one["verdict"], one["takeover_ms"])
         assert {k: ph["tcp"][k] for k in ("streams", "survived", "resets")} == {
-            k: one["tcp"][k] for k in ("streams", "survived", "resets")}
+            k: one["tcp"][k] for k in ("streams", "survived", "resets")
+        }
     # A forced-off master cannot be replaced before node2's master-down timer fires: its last
     # advert came at most advbase (1 s) before the kill.
     for ms in fo["takeover_ms"].values():
@@ -123,8 +139,12 @@ def check_run(code: int, out: str, result: dict[str, Any], png: Path, settle: fl
 def test_unsinkable_brings_the_lab_up_and_down(prefix: str, tmp_path: Path) -> None:
     links = host_links()
     code, out, result, png = unsinkable_cli(prefix, tmp_path, "--settle", "8")
-    assert result["lab"] == {"prefix": prefix, "topology": "reference", "brought_up": True,
-                             "torn_down": True}
+    assert result["lab"] == {
+        "prefix": prefix,
+        "topology": "reference",
+        "brought_up": True,
+        "torn_down": True,
+    }
     assert result["statesync"]["requested"] is True
     check_run(code, out, result, png, 8.0)
     assert netns.list_namespaces(prefix) == [], "the lab was left as found: absent"
@@ -132,13 +152,13 @@ def test_unsinkable_brings_the_lab_up_and_down(prefix: str, tmp_path: Path) -> N
     assert host_links() == links
 
 
-def test_unsinkable_no_statesync_leaves_a_running_lab_running(
-    prefix: str, tmp_path: Path
-) -> None:
+def test_unsinkable_no_statesync_leaves_a_running_lab_running(prefix: str, tmp_path: Path) -> None:
     lab = Lab.create("reference", prefix)
     lab.up()
-    settings = {n.name: unsinkable.statesync_enabled(lab.paths.node_config(n.name).read_text())
-                for n in lab.topology.nodes}
+    settings = {
+        n.name: unsinkable.statesync_enabled(lab.paths.node_config(n.name).read_text())
+        for n in lab.topology.nodes
+    }
     code, out, result, png = unsinkable_cli(prefix, tmp_path, "--no-statesync", "--settle", "5")
     assert result["lab"]["brought_up"] is False
     assert result["statesync"]["requested"] is False
@@ -148,5 +168,7 @@ def test_unsinkable_no_statesync_leaves_a_running_lab_running(
     # Left as found: up, node1 MASTER everywhere, node2 BACKUP, the config setting restored.
     assert lab.wait_master("node1", timeout=5)
     assert lab.states() == nodes.expected_states(lab.topology, "node1")
-    assert {n.name: unsinkable.statesync_enabled(lab.paths.node_config(n.name).read_text())
-            for n in lab.topology.nodes} == settings
+    assert {
+        n.name: unsinkable.statesync_enabled(lab.paths.node_config(n.name).read_text())
+        for n in lab.topology.nodes
+    } == settings

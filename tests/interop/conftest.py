@@ -30,8 +30,16 @@ else:
     Lan, lan, read_events, status = _fx.Lan, _fx.lan, _fx.read_events, _fx.status
     try_status, vhid_state, wait_for = _fx.try_status, _fx.vhid_state, _fx.wait_for
 
-__all__ = ["Lan", "lan", "need_tool", "read_events", "status", "try_status", "vhid_state",
-           "wait_for"]
+__all__ = [
+    "Lan",
+    "lan",
+    "need_tool",
+    "read_events",
+    "status",
+    "try_status",
+    "vhid_state",
+    "wait_for",
+]
 
 
 def need_tool(name: str) -> str:

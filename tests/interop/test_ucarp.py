@@ -48,18 +48,59 @@ def write_scripts(tmp: Path) -> tuple[Path, Path]:
 
 def start_ucarp(lan: Lan, password: str, skew: int) -> None:
     up, down = write_scripts(lan.tmp)
-    lan.popen("uc", [
-        need_tool("ucarp"), "-i", "lan", "-s", UCARP_IP, "-v", str(VHID), "-p", password,
-        "-a", VIP, "-b", "1", "-k", str(skew), "-P", "-u", str(up), "-d", str(down),
-    ], log="ucarp.log")
+    lan.popen(
+        "uc",
+        [
+            need_tool("ucarp"),
+            "-i",
+            "lan",
+            "-s",
+            UCARP_IP,
+            "-v",
+            str(VHID),
+            "-p",
+            password,
+            "-a",
+            VIP,
+            "-b",
+            "1",
+            "-k",
+            str(skew),
+            "-P",
+            "-u",
+            str(up),
+            "-d",
+            str(down),
+        ],
+        log="ucarp.log",
+    )
 
 
 def start_carpsim(lan: Lan, password: str, skew: int) -> str:
     control = str(lan.tmp / "cs.sock")
     lan.carpsim(
-        "cs", "carp", "--interface", "lan", "--srcip", CARPSIM_IP, "--vhid", str(VHID),
-        "--pass", password, "--addr", f"{VIP}/24", "--advbase", "1", "--advskew", str(skew),
-        "--preempt", "--control", control, "--name", "cs", log="carpsim.log",
+        "cs",
+        "carp",
+        "--interface",
+        "lan",
+        "--srcip",
+        CARPSIM_IP,
+        "--vhid",
+        str(VHID),
+        "--pass",
+        password,
+        "--addr",
+        f"{VIP}/24",
+        "--advbase",
+        "1",
+        "--advskew",
+        str(skew),
+        "--preempt",
+        "--control",
+        control,
+        "--name",
+        "cs",
+        log="carpsim.log",
     )
     return control
 
@@ -111,8 +152,11 @@ def test_wrong_password_counts_badauth(lan: Lan) -> None:
     control = start_carpsim(lan, "s3cret", 0)
     start_ucarp(lan, "not-the-same", 100)
     # Neither accepts the other: ucarp times out to MASTER and its adverts fail our HMAC.
-    wait_for(lambda: ucarp_state(lan.tmp) == "UP", 3 + 100 / 256 + PCAP_LAG + 3,
-             what="ucarp MASTER (split brain)")
+    wait_for(
+        lambda: ucarp_state(lan.tmp) == "UP",
+        3 + 100 / 256 + PCAP_LAG + 3,
+        what="ucarp MASTER (split brain)",
+    )
     wait_for(lambda: status(control)["drops"].get("badauth", 0) >= 2, 4, what="badauth")
     st = status(control)
     assert set(st["drops"]) == {"badauth"}

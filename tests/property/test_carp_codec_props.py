@@ -39,12 +39,25 @@ ipv4 = st.integers(0, 2**32 - 1).map(IPv4Address)
     ip_id=st.integers(0, 0xFFFF),
 )
 def test_encode_decode_round_trip(
-    vhid: int, advbase: int, advskew: int, demote: int, counter: bytes, password: bytes,
-    vips: list[IPv4Address], src: IPv4Address, dst: IPv4Address, ip_id: int,
+    vhid: int,
+    advbase: int,
+    advskew: int,
+    demote: int,
+    counter: bytes,
+    password: bytes,
+    vips: list[IPv4Address],
+    src: IPv4Address,
+    dst: IPv4Address,
+    ip_id: int,
 ) -> None:
     body = encode_advert(
-        vhid=vhid, advbase=advbase, advskew=advskew, demote=demote, counter=counter,
-        password=password, vips=vips,
+        vhid=vhid,
+        advbase=advbase,
+        advskew=advskew,
+        demote=demote,
+        counter=counter,
+        password=password,
+        vips=vips,
     )
     assert len(body) == 36
     pkt = decode_packet(encode_packet(src=src, dst=dst, ip_id=ip_id, advert_bytes=body))

@@ -30,12 +30,19 @@ PW = b"pw"
 
 def advert(advbase: int, advskew: int, demote: int) -> CarpPacket:
     body = encode_advert(
-        vhid=1, advbase=advbase, advskew=advskew, demote=demote, counter=b"\x01" * 8,
-        password=PW, vips=[VIP],
+        vhid=1,
+        advbase=advbase,
+        advskew=advskew,
+        demote=demote,
+        counter=b"\x01" * 8,
+        password=PW,
+        vips=[VIP],
     )
     return decode_packet(
         encode_packet(
-            src=IPv4Address("10.1.1.9"), dst=IPv4Address("224.0.0.18"), ip_id=1,
+            src=IPv4Address("10.1.1.9"),
+            dst=IPv4Address("224.0.0.18"),
+            ip_id=1,
             advert_bytes=body,
         )
     )
@@ -51,8 +58,13 @@ class Checked:
 
     def __init__(self, skew: int = 50, preempt: bool = False, demote: int = 0) -> None:
         config = CarpConfig(
-            vhid=1, vips=(VIP,), srcip=IPv4Address("10.1.1.2"), password=PW, advskew=skew,
-            preempt=preempt, demote=demote,
+            vhid=1,
+            vips=(VIP,),
+            srcip=IPv4Address("10.1.1.2"),
+            password=PW,
+            advskew=skew,
+            preempt=preempt,
+            demote=demote,
         )
         self.m = CarpMachine(config, random.Random(skew))
         self.now = 0.0
@@ -141,7 +153,7 @@ def test_every_state_input_pair(key: tuple[CarpState, CarpInput], preempt: bool)
 def test_the_sweep_reaches_every_allowed_target() -> None:
     """Each non-trivial target in the table is actually produced by some input."""
     seen: set[tuple[CarpState, CarpInput, CarpState]] = set()
-    for (state, event) in TRANSITIONS:
+    for state, event in TRANSITIONS:
         ops = {
             CarpInput.ADVERT: [("advert", i) for i in range(len(ADVERTS))],
             CarpInput.DEMOTE: [("demote", 3)],
@@ -158,8 +170,14 @@ def test_the_sweep_reaches_every_allowed_target() -> None:
 
 OPS = st.one_of(
     st.sampled_from(
-        [("link_up", 0), ("link_down", 0), ("timer", 0), ("shutdown", 0),
-         ("force_backup", 0), ("force_master", 0)]
+        [
+            ("link_up", 0),
+            ("link_down", 0),
+            ("timer", 0),
+            ("shutdown", 0),
+            ("force_backup", 0),
+            ("force_master", 0),
+        ]
     ),
     st.tuples(st.just("advert"), st.integers(0, len(ADVERTS) - 1)),
     st.tuples(st.just("demote"), st.integers(0, 300)),

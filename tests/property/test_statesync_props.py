@@ -68,9 +68,20 @@ def test_state_record_roundtrip(rec: StateRecord) -> None:
 sections = st.one_of(
     st.lists(records(), min_size=1, max_size=3).map(lambda r: Section(Act.INS, tuple(r))),
     st.lists(records(), min_size=1, max_size=3).map(lambda r: Section(Act.UPD, tuple(r))),
-    st.lists(st.builds(CompressedUpdate, u32, u64, st.sampled_from(TcpState), u32, u32, u32,
-                       st.integers(0, 255)),
-             min_size=1, max_size=4).map(lambda r: Section(Act.UPD_C, tuple(r))),
+    st.lists(
+        st.builds(
+            CompressedUpdate,
+            u32,
+            u64,
+            st.sampled_from(TcpState),
+            u32,
+            u32,
+            u32,
+            st.integers(0, 255),
+        ),
+        min_size=1,
+        max_size=4,
+    ).map(lambda r: Section(Act.UPD_C, tuple(r))),
     st.lists(st.builds(StateRef, u32, u64), min_size=1, max_size=4).map(
         lambda r: Section(Act.DEL_C, tuple(r))
     ),
@@ -80,9 +91,7 @@ sections = st.one_of(
     st.builds(BulkStatus, u32, u32, st.sampled_from(BusStatus)).map(
         lambda b: Section(Act.BUS, (b,))
     ),
-    st.builds(Clear, u32, st.text("abcxyz0123", max_size=15)).map(
-        lambda c: Section(Act.CLR, (c,))
-    ),
+    st.builds(Clear, u32, st.text("abcxyz0123", max_size=15)).map(lambda c: Section(Act.CLR, (c,))),
     st.lists(
         st.tuples(st.integers(1, 2**31), st.integers(0, 2**31)).map(
             lambda t: NackRange(t[0], t[0] + t[1])
@@ -125,10 +134,12 @@ KEYS = [FlowKey(6, bytes([10, 0, 0, i]), 1000 + i, bytes([10, 9, 0, 1]), 80) for
 
 inputs = st.lists(
     st.one_of(
-        st.tuples(st.just("insert"), st.integers(0, 1), st.integers(0, 7),
-                  st.sampled_from(TcpState)),
-        st.tuples(st.just("update"), st.integers(0, 1), st.integers(0, 7),
-                  st.sampled_from(TcpState)),
+        st.tuples(
+            st.just("insert"), st.integers(0, 1), st.integers(0, 7), st.sampled_from(TcpState)
+        ),
+        st.tuples(
+            st.just("update"), st.integers(0, 1), st.integers(0, 7), st.sampled_from(TcpState)
+        ),
         st.tuples(st.just("delete"), st.integers(0, 1), st.integers(0, 7), st.just(None)),
         st.tuples(st.just("link_down"), st.integers(0, 1), st.just(0), st.just(None)),
         st.tuples(st.just("link_up"), st.integers(0, 1), st.just(0), st.just(None)),

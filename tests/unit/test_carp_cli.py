@@ -35,15 +35,27 @@ def json_lines(out: str) -> list[dict[str, object]]:
 def test_decode_json_verifies_every_advert_with_explicit_vip(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    code = main(["decode", str(vector("ucarp-steady.pcap")), "--password", PW,
-                 "--vip", "192.168.110.254", "--json"])
+    code = main(
+        [
+            "decode",
+            str(vector("ucarp-steady.pcap")),
+            "--password",
+            PW,
+            "--vip",
+            "192.168.110.254",
+            "--json",
+        ]
+    )
     assert code == 0
     records = json_lines(capsys.readouterr().out)
     assert len(records) == 5
     first = records[0]
     assert first["type"] == "carp"
     assert (first["src"], first["dst"], first["ttl"], first["vhid"]) == (
-        "192.168.110.251", "224.0.0.18", 255, 1,
+        "192.168.110.251",
+        "224.0.0.18",
+        255,
+        1,
     )
     assert first["counter"] == "ec3c4f5bdab2aab7"  # README vector 1
     assert first["time"] == pytest.approx(1795618019.012255)
@@ -61,16 +73,36 @@ def test_decode_infers_the_vip_from_the_gratuitous_arp(capsys: pytest.CaptureFix
 
 
 def test_decode_wrong_password_and_no_password(capsys: pytest.CaptureFixture[str]) -> None:
-    main(["decode", str(vector("ucarp-steady.pcap")), "--password", "wrong", "--vip",
-          "192.168.110.254", "--json"])
+    main(
+        [
+            "decode",
+            str(vector("ucarp-steady.pcap")),
+            "--password",
+            "wrong",
+            "--vip",
+            "192.168.110.254",
+            "--json",
+        ]
+    )
     assert all(r["hmac_ok"] is False for r in json_lines(capsys.readouterr().out))
     main(["decode", str(vector("ucarp-steady.pcap")), "--json"])
     assert all(r["hmac_ok"] is None for r in json_lines(capsys.readouterr().out))
 
 
 def test_decode_table_is_aligned(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["decode", str(vector("ucarp-steady.pcap")), "--password", PW,
-                 "--vip", "192.168.110.254"]) == 0
+    assert (
+        main(
+            [
+                "decode",
+                str(vector("ucarp-steady.pcap")),
+                "--password",
+                PW,
+                "--vip",
+                "192.168.110.254",
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("TIME")
     assert len(lines) == 6
@@ -81,13 +113,25 @@ def test_decode_table_is_aligned(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark converts the vector to pcapng")
 def test_decode_reads_pcapng(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "steady.pcapng"
-    subprocess.run(["tshark", "-r", str(vector("ucarp-steady.pcap")), "-F", "pcapng", "-w",
-                    str(out)], check=True, capture_output=True)
+    subprocess.run(
+        ["tshark", "-r", str(vector("ucarp-steady.pcap")), "-F", "pcapng", "-w", str(out)],
+        check=True,
+        capture_output=True,
+    )
     assert out.read_bytes()[:4] == b"\x0a\x0d\x0d\x0a"
     main(["decode", str(out), "--password", PW, "--vip", "192.168.110.254", "--json"])
     from_ng = json_lines(capsys.readouterr().out)
-    main(["decode", str(vector("ucarp-steady.pcap")), "--password", PW, "--vip",
-          "192.168.110.254", "--json"])
+    main(
+        [
+            "decode",
+            str(vector("ucarp-steady.pcap")),
+            "--password",
+            PW,
+            "--vip",
+            "192.168.110.254",
+            "--json",
+        ]
+    )
     assert from_ng == json_lines(capsys.readouterr().out)
 
 
@@ -104,8 +148,12 @@ def test_decode_reports_vrrp_and_invalid_packets(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     def wrap(payload: bytes) -> bytes:
-        return encode_packet(src=IPv4Address("10.0.0.2"), dst=IPv4Address("224.0.0.18"),
-                             ip_id=1, advert_bytes=payload)
+        return encode_packet(
+            src=IPv4Address("10.0.0.2"),
+            dst=IPv4Address("224.0.0.18"),
+            ip_id=1,
+            advert_bytes=payload,
+        )
 
     vrrp = wrap(bytes.fromhex("21056401000100000a0000010000000000000000"))
     broken = wrap(bytes.fromhex("2101000700010000") + bytes(28))  # bad checksum, still shown
@@ -146,8 +194,14 @@ def test_simulate_list_and_run(capsys: pytest.CaptureFixture[str]) -> None:
     assert "advbase-zero" in listing
     assert main(["simulate", "failover-kill", "--json"]) == 0
     events = json_lines(capsys.readouterr().out)
-    assert {"time": 13.390625, "node": "node2", "vhid": 1, "from": "BACKUP", "to": "MASTER",
-            "reason": "master_down"} in events
+    assert {
+        "time": 13.390625,
+        "node": "node2",
+        "vhid": 1,
+        "from": "BACKUP",
+        "to": "MASTER",
+        "reason": "master_down",
+    } in events
     assert main(["simulate", "bow-out", "--seed", "3"]) == 0
     text = capsys.readouterr().out
     assert "BACKUP->MASTER (peer_will_time_out)" in text
@@ -178,16 +232,28 @@ def test_decode_unwraps_link_types(
 
 
 def _ipv4(proto: int, payload: bytes, ttl: int = 255) -> bytes:
-    header = bytearray(encode_packet(src=IPv4Address("172.16.1.5"), dst=IPv4Address("172.16.1.6"),
-                                     ip_id=7, advert_bytes=payload)[:20])
+    header = bytearray(
+        encode_packet(
+            src=IPv4Address("172.16.1.5"),
+            dst=IPv4Address("172.16.1.6"),
+            ip_id=7,
+            advert_bytes=payload,
+        )[:20]
+    )
     header[8], header[9] = ttl, proto
     return bytes(header) + payload
 
 
 def test_decode_shows_pfsync_frames(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     key = FlowKey(6, bytes([192, 168, 110, 10]), 40000, bytes([203, 0, 113, 10]), 80)
-    rec = StateRecord(key, creatorid=1, id=42, nat_src=(bytes([192, 168, 100, 254]), 61000),
-                      tcp_state=TcpState.ESTABLISHED, timeout=3600)
+    rec = StateRecord(
+        key,
+        creatorid=1,
+        id=42,
+        nat_src=(bytes([192, 168, 100, 254]), 61000),
+        tcp_state=TcpState.ESTABLISHED,
+        timeout=3600,
+    )
     frame = encode_frame(Frame((Section(Act.INS, (rec, rec)),)))
     capture = tmp_path / "sync.pcap"
     _write_pcap(capture, [_ipv4(IPPROTO_PFSYNC, frame), _ipv4(IPPROTO_PFSYNC, frame[:9])])

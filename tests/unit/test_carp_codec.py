@@ -76,17 +76,28 @@ def test_spec_vectors_bit_for_bit(
 
 def test_ucarp_reference_packet_reencodes_exactly() -> None:
     advert = encode_advert(
-        vhid=7, advbase=1, advskew=0, demote=0, counter=bytes.fromhex("f0d9c981862b6e8b"),
-        password=b"secret", vips=[ip_address("10.99.0.100")],
+        vhid=7,
+        advbase=1,
+        advskew=0,
+        demote=0,
+        counter=bytes.fromhex("f0d9c981862b6e8b"),
+        password=b"secret",
+        vips=[ip_address("10.99.0.100")],
     )
     packet = encode_packet(
-        src=IPv4Address("10.99.0.1"), dst=IPv4Address("224.0.0.18"), ip_id=0x6F45,
+        src=IPv4Address("10.99.0.1"),
+        dst=IPv4Address("224.0.0.18"),
+        ip_id=0x6F45,
         advert_bytes=advert,
     )
     assert packet == UCARP_WIRE
     pkt = decode_packet(packet)
     assert (pkt.src, pkt.dst, pkt.ttl, pkt.tos, pkt.ip_id) == (
-        IPv4Address("10.99.0.1"), IPv4Address("224.0.0.18"), 255, 0x10, 0x6F45,
+        IPv4Address("10.99.0.1"),
+        IPv4Address("224.0.0.18"),
+        255,
+        0x10,
+        0x6F45,
     )
     adv = pkt.advert
     assert (adv.version, adv.type, adv.vhid, adv.advskew, adv.authlen) == (2, 1, 7, 0, 7)
@@ -190,8 +201,11 @@ def test_one_byte_corruptions_give_the_right_reason() -> None:
 def test_corrupt_md_is_badauth_in_the_machine() -> None:
     data = _capture_packets("ucarp-steady.pcap")[0][1]
     config = CarpConfig(
-        vhid=1, vips=(ip_interface("192.168.110.254/24"),), srcip=IPv4Address("192.168.110.252"),
-        password=UCARP_PASSWORD, advskew=100,
+        vhid=1,
+        vips=(ip_interface("192.168.110.254/24"),),
+        srcip=IPv4Address("192.168.110.252"),
+        password=UCARP_PASSWORD,
+        advskew=100,
     )
     machine = CarpMachine(config, random.Random(0))
     machine.link_up(0.0)
@@ -216,7 +230,10 @@ def test_vrrp_is_not_carp_and_not_badver() -> None:
         info = describe_vrrp(packet)
         assert info is not None
         assert (info["type"], info["version"], info["vrid"], info["priority"]) == (
-            "vrrp", version, 5, 100,
+            "vrrp",
+            version,
+            5,
+            100,
         )
         assert info["addresses"] == ["192.168.10.1"]
     with pytest.raises(DecodeError) as err:
@@ -248,7 +265,9 @@ def test_other_ip_protocols_are_not_carp() -> None:
 
 def _ip_wrap(payload: bytes) -> bytes:
     return encode_packet(
-        src=IPv4Address("192.168.10.2"), dst=IPv4Address("224.0.0.18"), ip_id=1,
+        src=IPv4Address("192.168.10.2"),
+        dst=IPv4Address("224.0.0.18"),
+        ip_id=1,
         advert_bytes=payload,
     )
 

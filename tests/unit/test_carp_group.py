@@ -82,8 +82,11 @@ def test_freebsd_group_demotion_raises_advskew_to_240() -> None:
 def test_shutdown_bows_out_every_master() -> None:
     g = master_group()
     bows = [decode_packet(p).advert for p in transmits(g.shutdown(5.0))]
-    assert [(a.vhid, a.advbase, a.advskew) for a in bows] == [(1, 255, 255), (2, 255, 255),
-                                                              (3, 255, 255)]
+    assert [(a.vhid, a.advbase, a.advskew) for a in bows] == [
+        (1, 255, 255),
+        (2, 255, 255),
+        (3, 255, 255),
+    ]
     assert g.next_deadline() is None
 
 

@@ -29,23 +29,39 @@ PW = b"K33p_It_S3cr3t!"
 
 def make(skew: int = 0, *, seed: int = 0, **kw: object) -> CarpMachine:
     config = CarpConfig(
-        vhid=1, vips=(VIP,), srcip=IPv4Address(f"192.168.110.{10 + skew % 200}"), password=PW,
-        advskew=skew, **kw,  # type: ignore[arg-type]
+        vhid=1,
+        vips=(VIP,),
+        srcip=IPv4Address(f"192.168.110.{10 + skew % 200}"),
+        password=PW,
+        advskew=skew,
+        **kw,  # type: ignore[arg-type]
     )
     return CarpMachine(config, random.Random(seed))
 
 
 def peer_advert(
-    *, advbase: int = 1, advskew: int = 0, demote: int = 0, counter: bytes = b"peer-ctr",
-    password: bytes = PW, vhid: int = 1,
+    *,
+    advbase: int = 1,
+    advskew: int = 0,
+    demote: int = 0,
+    counter: bytes = b"peer-ctr",
+    password: bytes = PW,
+    vhid: int = 1,
 ) -> CarpPacket:
     body = encode_advert(
-        vhid=vhid, advbase=advbase, advskew=advskew, demote=demote, counter=counter,
-        password=password, vips=[VIP],
+        vhid=vhid,
+        advbase=advbase,
+        advskew=advskew,
+        demote=demote,
+        counter=counter,
+        password=password,
+        vips=[VIP],
     )
     return decode_packet(
         encode_packet(
-            src=IPv4Address("192.168.110.99"), dst=IPv4Address("224.0.0.18"), ip_id=7,
+            src=IPv4Address("192.168.110.99"),
+            dst=IPv4Address("224.0.0.18"),
+            ip_id=7,
             advert_bytes=body,
         )
     )
@@ -154,7 +170,10 @@ def test_backup_rules_in_order() -> None:
     p = make(0, preempt=True)
     p.link_up(0.0)
     assert kinds(p.packet_received(1.0, peer_advert(advskew=100)))[1:] == [
-        "StateChanged", "AddVip", "Transmit", "SendGarp",
+        "StateChanged",
+        "AddVip",
+        "Transmit",
+        "SendGarp",
     ]
     # without preempt: restart master-down
     n = make(0)

@@ -48,4 +48,3 @@ def test_hostile_lines_and_failing_commands_get_an_error_reply(tmp_path: Path) -
     assert boom == {"ok": False, "error": "internal error: RuntimeError"}
     assert bad_cmd["ok"] is False
     assert status == {"ok": True, "node": "n1"}
-

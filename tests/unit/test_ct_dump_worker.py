@@ -53,8 +53,9 @@ def test_a_refused_dump_ends_with_an_error_chunk_and_the_worker_keeps_serving(
             if chunk.final:
                 finals.put_nowait(chunk)
 
-        worker = DumpWorker(SyncExclusion(protos=frozenset(), addresses=frozenset()), loop,
-                            on_chunk)
+        worker = DumpWorker(
+            SyncExclusion(protos=frozenset(), addresses=frozenset()), loop, on_chunk
+        )
         worker.start()
         try:
             worker.request(1, full=True)

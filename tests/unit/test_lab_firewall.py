@@ -42,8 +42,11 @@ def test_forward_is_pf_like() -> None:
     # nothing new is accepted from the WAN: only inside subnets and the sync link
     accepts = [r for r in rules if r.endswith("accept") or "accept comment" in r]
     for r in accepts:
-        assert "established" in r or "192.168.110.0/24" in r or "192.168.120.0/24" in r or (
-            'iifname "sync"' in r
+        assert (
+            "established" in r
+            or "192.168.110.0/24" in r
+            or "192.168.120.0/24" in r
+            or ('iifname "sync"' in r)
         )
 
 

@@ -27,15 +27,20 @@ def test_reference_matches_the_architecture_table() -> None:
     n1, n2 = t.nodes
     assert (n1.name, n1.advskew, n2.name, n2.advskew) == ("node1", 0, "node2", 100)
     assert {s: str(a) for s, a in n1.addresses.items()} == {
-        "wan": "192.168.100.246", "lan": "192.168.110.251",
-        "dmz": "192.168.120.251", "sync": "172.16.1.5",
+        "wan": "192.168.100.246",
+        "lan": "192.168.110.251",
+        "dmz": "192.168.120.251",
+        "sync": "172.16.1.5",
     }
     assert {s: str(a) for s, a in n2.addresses.items()} == {
-        "wan": "192.168.100.248", "lan": "192.168.110.252",
-        "dmz": "192.168.120.252", "sync": "172.16.1.6",
+        "wan": "192.168.100.248",
+        "lan": "192.168.110.252",
+        "dmz": "192.168.120.252",
+        "sync": "172.16.1.6",
     }
     assert {(v.segment, v.vhid, str(v.address)) for v in t.vips} == {
-        ("wan", 3, "192.168.100.254"), ("lan", 1, "192.168.110.254"),
+        ("wan", 3, "192.168.100.254"),
+        ("lan", 1, "192.168.110.254"),
         ("dmz", 2, "192.168.120.254"),
     }
     assert str(t.segments["sync"].subnet) == "172.16.1.4/30"
@@ -151,5 +156,7 @@ def test_generated_node_config_is_what_carpsim_node_reads() -> None:
     parsed = nodeconfig.parse(data)
     assert parsed.name == "node2"
     assert [(v.carp.vhid, v.carp.advskew, v.carp.password) for v in parsed.vhids] == [
-        (3, 100, b"K33p_It_S3cr3t!"), (1, 100, b"K33p_It_S3cr3t!"), (2, 100, b"K33p_It_S3cr3t!"),
+        (3, 100, b"K33p_It_S3cr3t!"),
+        (1, 100, b"K33p_It_S3cr3t!"),
+        (2, 100, b"K33p_It_S3cr3t!"),
     ]

@@ -48,15 +48,22 @@ class _RecordingSocket:
 
 
 def _node() -> tuple[CarpNode, _RecordingSocket]:
-    spec = build_vhid(vhid=1, interface="lan0", srcip="192.168.110.251",
-                      vips=["192.168.110.254/24"], password="pw")
+    spec = build_vhid(
+        vhid=1,
+        interface="lan0",
+        srcip="192.168.110.251",
+        vips=["192.168.110.254/24"],
+        password="pw",
+    )
     node = CarpNode(NodeConfig(name="n1", vhids=(spec,)))
     node.links.close()
     node.links = _GoneMacvlanLinks()  # type: ignore[assignment]
-    parent = LinkInfo(index=7, name="lan0", mac="02:00:00:00:00:01", flags=0x41, kind="",
-                      parent=None)
-    macvlan = LinkInfo(index=8, name="carp1x7", mac="00:00:5e:00:01:01", flags=0, kind="macvlan",
-                       parent=7)
+    parent = LinkInfo(
+        index=7, name="lan0", mac="02:00:00:00:00:01", flags=0x41, kind="", parent=None
+    )
+    macvlan = LinkInfo(
+        index=8, name="carp1x7", mac="00:00:5e:00:01:01", flags=0, kind="macvlan", parent=7
+    )
     node.vhids[1] = VhidRuntime(spec=spec, parent=parent, macvlan=macvlan, src_mac=b"\0" * 6)
     sock = _RecordingSocket()
     node._sockets[7] = sock  # type: ignore[assignment]
@@ -68,8 +75,14 @@ def test_a_netlink_error_adding_the_vip_still_sends_the_advert_and_garp() -> Non
     vips = (IPv4Interface("192.168.110.254/24"),)
 
     async def main() -> None:
-        node.execute([AddVip(1, vips), Transmit(1, b"advert"), SendGarp(1, vips),
-                      StateChanged(1, CarpState.BACKUP, CarpState.MASTER, "master down")])
+        node.execute(
+            [
+                AddVip(1, vips),
+                Transmit(1, b"advert"),
+                SendGarp(1, vips),
+                StateChanged(1, CarpState.BACKUP, CarpState.MASTER, "master down"),
+            ]
+        )
 
     asyncio.run(main())
     assert sock.adverts == [b"advert"]
@@ -82,8 +95,9 @@ def test_a_netlink_error_removing_the_vip_still_records_the_transition() -> None
     vips = (IPv4Interface("192.168.110.254/24"),)
 
     async def main() -> None:
-        node.execute([DelVip(1, vips),
-                      StateChanged(1, CarpState.MASTER, CarpState.BACKUP, "preempted")])
+        node.execute(
+            [DelVip(1, vips), StateChanged(1, CarpState.MASTER, CarpState.BACKUP, "preempted")]
+        )
 
     asyncio.run(main())
     assert node.metrics.state.labels(vhid="1")._value.get() == 1
@@ -119,19 +133,26 @@ class _ClosableSocket(_RecordingSocket):
 
 def test_stop_cleans_every_vhid_even_when_one_macvlan_delete_fails() -> None:
     specs = tuple(
-        build_vhid(vhid=v, interface="lan0", srcip="192.168.110.251",
-                   vips=[f"192.168.110.{250 + v}/24"], password="pw")
+        build_vhid(
+            vhid=v,
+            interface="lan0",
+            srcip="192.168.110.251",
+            vips=[f"192.168.110.{250 + v}/24"],
+            password="pw",
+        )
         for v in (1, 2)
     )
     node = CarpNode(NodeConfig(name="n1", vhids=specs))
     node.links.close()
     links = _RefusingDeleteLinks()
     node.links = links  # type: ignore[assignment]
-    parent = LinkInfo(index=7, name="lan0", mac="02:00:00:00:00:01", flags=0x41, kind="",
-                      parent=None)
+    parent = LinkInfo(
+        index=7, name="lan0", mac="02:00:00:00:00:01", flags=0x41, kind="", parent=None
+    )
     for spec, index in zip(specs, (8, 9), strict=True):
-        mv = LinkInfo(index=index, name=f"carp{spec.carp.vhid}x7", mac="", flags=0,
-                      kind="macvlan", parent=7)
+        mv = LinkInfo(
+            index=index, name=f"carp{spec.carp.vhid}x7", mac="", flags=0, kind="macvlan", parent=7
+        )
         node.vhids[spec.carp.vhid] = VhidRuntime(spec=spec, parent=parent, macvlan=mv)
     sock = _ClosableSocket()
     node._sockets[7] = sock  # type: ignore[assignment]

@@ -33,8 +33,6 @@ class Alarm:
         return self.deadlines[0] if self.deadlines else None
 
 
-
-
 @pytest.mark.parametrize("factory", [asyncio.new_event_loop, loop_factory()], ids=["asyncio", "uv"])
 def test_timer_fires_each_deadline_and_never_early(
     factory: type[asyncio.AbstractEventLoop],

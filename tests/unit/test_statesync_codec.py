@@ -176,10 +176,12 @@ def _with_state_byte(offset: int, value: int) -> bytes:
             "badext",
         ),
         (
-            codec.assemble([
-                codec.section_bytes(Act.DEL_C, [bytes(12)]),
-                codec.section_bytes(Act.XSEQ, [bytes(24)]),
-            ]),
+            codec.assemble(
+                [
+                    codec.section_bytes(Act.DEL_C, [bytes(12)]),
+                    codec.section_bytes(Act.XSEQ, [bytes(24)]),
+                ]
+            ),
             "badext",
         ),
         (codec.assemble([codec.section_bytes(Act.XNACK, [codec.XNACK.pack(5, 4)])]), "badext"),
@@ -208,8 +210,10 @@ def test_every_single_byte_mutation_decodes_or_raises_decode_error() -> None:
 
 def test_describe_frame_strips_an_ipv4_header_and_reports_errors() -> None:
     payload = encode_frame(_all_sections_frame())
-    ip = bytes([0x45, 0, 0, 0, 0, 0, 0x40, 0, 255, 240, 0, 0]) + bytes([172, 16, 1, 5]) + bytes(
-        [224, 0, 0, 240]
+    ip = (
+        bytes([0x45, 0, 0, 0, 0, 0, 0x40, 0, 255, 240, 0, 0])
+        + bytes([172, 16, 1, 5])
+        + bytes([224, 0, 0, 240])
     )
     d = describe_frame(ip + payload)
     assert d["protocol"] == "pfsync"
@@ -221,5 +225,7 @@ def test_describe_frame_strips_an_ipv4_header_and_reports_errors() -> None:
     assert ins["nat_src"] == "192.168.100.254:61000"
     assert ins["tcp_state"] == "ESTABLISHED"
     assert describe_frame(b"\x06" + payload[1:]) == {
-        "protocol": "pfsync", "error": "badver", "detail": "version 6"
+        "protocol": "pfsync",
+        "error": "badver",
+        "detail": "version 6",
     }

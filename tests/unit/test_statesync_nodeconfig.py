@@ -12,8 +12,15 @@ from carpsim.runtime.nodeconfig import default_creatorid, parse
 
 BASE: dict[str, Any] = {
     "node": {"name": "node1"},
-    "vhid": [{"vhid": 1, "interface": "lan", "srcip": "192.168.110.251",
-              "vips": ["192.168.110.254/24"], "password": "pw"}],
+    "vhid": [
+        {
+            "vhid": 1,
+            "interface": "lan",
+            "srcip": "192.168.110.251",
+            "vips": ["192.168.110.254/24"],
+            "password": "pw",
+        }
+    ],
 }
 
 

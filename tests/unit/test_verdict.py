@@ -24,8 +24,7 @@ BOUNDS = Bounds(3.390625, verdict.loss_bound(3.390625, INTERVAL, 0.25))
 
 
 def window(start: float = 10.0, end: float = 20.0, master: str = "node2") -> Window:
-    return Window("failover", 1, T0 + start, M0 + start, T0 + end, M0 + end, master, (),
-                  (1, 2, 3))
+    return Window("failover", 1, T0 + start, M0 + start, T0 + end, M0 + end, master, (), (1, 2, 3))
 
 
 def ev(node: str, vhid: int, new: str, at: float, old: str = "BACKUP") -> CarpEvent:
@@ -67,10 +66,10 @@ def test_master_down_and_loss_bound_for_the_reference_lab() -> None:
 def test_takeover_per_vhid_from_the_expected_master_inside_the_window() -> None:
     events = [
         ev("node2", 1, "MASTER", 13.2),
-        ev("node2", 2, "MASTER", 9.0),      # before the kill: not this phase's takeover
-        ev("node1", 3, "MASTER", 12.0),     # wrong node
+        ev("node2", 2, "MASTER", 9.0),  # before the kill: not this phase's takeover
+        ev("node1", 3, "MASTER", 12.0),  # wrong node
         ev("node2", 3, "MASTER", 13.4),
-        ev("node2", 3, "MASTER", 15.0),     # only the first counts
+        ev("node2", 3, "MASTER", 15.0),  # only the first counts
     ]
     assert verdict.takeover_ms(events, window()) == {1: 3200.0, 2: None, 3: 3400.0}
 
@@ -98,11 +97,11 @@ def test_ping_that_never_comes_back_is_not_recovered() -> None:
 
 def test_tcp_survivor_stall_and_reset() -> None:
     samples = [
-        *stream("s0.1", [(5.0, 10.0), (16.2, 20.0)]),   # stalls 6.2 s, recovers
-        *stream("s1.1", [(5.0, 10.0)]),                 # never recovers
-        *stream("s2.1", [(5.0, 10.0)]),                 # reset at 16 s
-        *stream("s3.1", [(5.0, 7.0)]),                  # already silent before the kill
-        *stream("s0.2", [(12.0, 20.0)]),                # opened after the kill: not counted
+        *stream("s0.1", [(5.0, 10.0), (16.2, 20.0)]),  # stalls 6.2 s, recovers
+        *stream("s1.1", [(5.0, 10.0)]),  # never recovers
+        *stream("s2.1", [(5.0, 10.0)]),  # reset at 16 s
+        *stream("s3.1", [(5.0, 7.0)]),  # already silent before the kill
+        *stream("s0.2", [(12.0, 20.0)]),  # opened after the kill: not counted
     ]
     ends = [StreamEnd("s2.1", T0 + 16.0, "ECONNRESET")]
     t = verdict.tcp_stats(samples, ends, window())
@@ -159,8 +158,9 @@ def test_judge_ideal_realistic_failure() -> None:
         (TAKEN, _ping(0), _tcp(streams=0, survived=0), "no TCP stream was flowing"),
     ],
 )
-def test_judge_failures(take: dict[int, float | None], ping: PingStats, tcp: TcpStats,
-                        needle: str) -> None:
+def test_judge_failures(
+    take: dict[int, float | None], ping: PingStats, tcp: TcpStats, needle: str
+) -> None:
     level, why = verdict.judge(take, ping, tcp, BOUNDS)
     assert level == "failure"
     assert any(needle in w for w in why), why
@@ -172,22 +172,38 @@ def test_evaluate_and_aggregate_over_cycles() -> None:
         w = Window("failover", cycle, T0 + 10, M0 + 10, T0 + 20, M0 + 20, "node2", (), (1,))
         events = [ev("node2", 1, "MASTER", 10 + takeover)]
         samples = stream("s0.1", [(5.0, 10.0), (outage_end + 0.2, 20.0)])
-        results.append(verdict.evaluate(w, events, pings(25.0, (10.0, outage_end)), samples, [],
-                                        interval=INTERVAL, bounds=BOUNDS))
+        results.append(
+            verdict.evaluate(
+                w,
+                events,
+                pings(25.0, (10.0, outage_end)),
+                samples,
+                [],
+                interval=INTERVAL,
+                bounds=BOUNDS,
+            )
+        )
     assert [r.verdict for r in results] == ["realistic", "realistic"]
     agg = verdict.aggregate(results)
     assert agg["verdict"] == "realistic"
     assert agg["takeover_ms"] == {"1": 3300.0}
     assert agg["ping"]["lost"] == 310 + 330
-    assert agg["tcp"] == {"streams": 2, "survived": 2, "resets": 0, "stalled": 0,
-                          "max_stall_ms": pytest.approx(3500, abs=120)}
+    assert agg["tcp"] == {
+        "streams": 2,
+        "survived": 2,
+        "resets": 0,
+        "stalled": 0,
+        "max_stall_ms": pytest.approx(3500, abs=120),
+    }
     assert agg["stats"]["takeover_ms"] == {"min": 3100.0, "median": 3200.0, "max": 3300.0}
     assert verdict.worst(["ideal", "failure", "realistic"]) == "failure"
 
 
 def test_statesync_switch_rewrites_only_its_own_section() -> None:
-    config = ('[node]\nname = "node1"\n\n[carp]\npreempt = true\n\n[statesync]\n'
-              'interface = "sync"\nenabled = true\n\n[[vhid]]\nvhid = 1\n')
+    config = (
+        '[node]\nname = "node1"\n\n[carp]\npreempt = true\n\n[statesync]\n'
+        'interface = "sync"\nenabled = true\n\n[[vhid]]\nvhid = 1\n'
+    )
     assert unsinkable.statesync_enabled(config) is True
     off = unsinkable.with_statesync(config, False)
     assert unsinkable.statesync_enabled(off) is False
@@ -205,15 +221,30 @@ def test_options_reject_a_settle_too_short_for_a_takeover() -> None:
 
 def test_timeline_shows_the_killed_node_off_despite_its_dying_transitions() -> None:
     tl = report.Timeline(
-        t0=T0, t0_mono=M0, end=T0 + 30, vhids=(1,), nodes=("node1", "node2"),
+        t0=T0,
+        t0_mono=M0,
+        end=T0 + 30,
+        vhids=(1,),
+        nodes=("node1", "node2"),
         initial={("node1", 1): "MASTER", ("node2", 1): "BACKUP"},
-        events=[ev("node1", 1, "INIT", 10.01, old="MASTER"), ev("node2", 1, "MASTER", 13.2),
-                ev("node1", 1, "BACKUP", 21.0, old="INIT"),
-                ev("node1", 1, "MASTER", 21.5)],
-        pings=[], samples=[], ends=[], marks=[("kill node1", T0 + 10), ("power-on node1", T0 + 20)],
-        off=[("node1", T0 + 10, T0 + 20)])
+        events=[
+            ev("node1", 1, "INIT", 10.01, old="MASTER"),
+            ev("node2", 1, "MASTER", 13.2),
+            ev("node1", 1, "BACKUP", 21.0, old="INIT"),
+            ev("node1", 1, "MASTER", 21.5),
+        ],
+        pings=[],
+        samples=[],
+        ends=[],
+        marks=[("kill node1", T0 + 10), ("power-on node1", T0 + 20)],
+        off=[("node1", T0 + 10, T0 + 20)],
+    )
     segs = report.state_segments(tl)
     assert [(a, b, s) for a, b, s in segs[("node1", 1)]] == [
-        (0.0, 10.0, "MASTER"), (10.0, 20.0, "off"), (20.0, 21.0, "INIT"), (21.0, 21.5, "BACKUP"),
-        (21.5, 30.0, "MASTER")]
+        (0.0, 10.0, "MASTER"),
+        (10.0, 20.0, "off"),
+        (20.0, 21.0, "INIT"),
+        (21.0, 21.5, "BACKUP"),
+        (21.5, 30.0, "MASTER"),
+    ]
     assert [s for _a, _b, s in segs[("node2", 1)]] == ["BACKUP", "MASTER"]
