@@ -75,7 +75,13 @@ class ControlServer:
             if is_listening(self.path):
                 raise OSError(f"control socket {self.path} is in use by a running daemon")
             p.unlink()
-        self._server = await asyncio.start_unix_server(self._client, path=self.path)
+        # The socket is born 0600: a umask set around bind() closes the window in which a
+        # chmod afterwards would leave it at the process umask (any local user could connect).
+        old_umask = os.umask(0o177)
+        try:
+            self._server = await asyncio.start_unix_server(self._client, path=self.path)
+        finally:
+            os.umask(old_umask)
         os.chmod(self.path, 0o600)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

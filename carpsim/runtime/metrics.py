@@ -7,6 +7,7 @@ the global registry.
 from __future__ import annotations
 
 from collections.abc import Callable
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
@@ -50,5 +51,7 @@ class CarpMetrics:
 
         self.last_advert_age.labels(vhid=str(vhid)).set_function(read)
 
-    def serve(self, port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104 - inside the node's netns
-        start_http_server(port, addr=addr, registry=self.registry)
+    def serve(self, port: int, addr: str = "127.0.0.1") -> WSGIServer:
+        """Serve /metrics; loopback unless the operator names an address (node.metrics_address)."""
+        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        return server

@@ -47,7 +47,7 @@ import tomllib
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, ip_address
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,8 @@ class NodeConfig:
     control: str = DEFAULT_CONTROL
     events_json: str | None = None
     metrics_port: int = 0
+    metrics_address: str = "127.0.0.1"
+    """Where /metrics listens; loopback by default (a scraper in the namespace, or a proxy)."""
     upscript: str | None = None
     downscript: str | None = None
     neutral: bool = False
@@ -103,6 +105,25 @@ _SYNC_FLOATS = (
     "ack_delay", "resend_timeout",
 )  # fmt: skip
 _SYNC_INTS = ("bulk_frames_per_tick", "bulk_max_tries", "mtu", "creatorid", "sweep_per_interval")
+SYNC_RANGES: dict[str, tuple[float, float]] = {
+    # Seconds. The floors keep every timer from spinning the loop that also sends CARP
+    # adverts; the ceilings keep a typo from silently disabling the mechanism.
+    "flush_interval": (0.001, 60.0),
+    "bulk_tick": (0.001, 1.0),
+    "bulk_retry_interval": (0.1, 60.0),
+    "bulk_timeout": (0.1, 600.0),
+    "refresh_interval": (0.01, 3600.0),
+    "ack_delay": (0.001, 10.0),
+    "resend_timeout": (0.01, 60.0),
+    # Counts. The MTU ceiling is the largest jumbo frame a NIC takes: a frame must fit one
+    # IPv4 datagram and the socket buffers sized for it.
+    "mtu": (576, 9216),
+    "bulk_frames_per_tick": (1, 10_000),
+    "bulk_max_tries": (1, 1000),
+    "sweep_per_interval": (0, 100_000),
+    "creatorid": (1, 0xFFFFFFFF),
+}
+"""Accepted range of every numeric [statesync] knob (docs/node-config.md lists them)."""
 _SYNC_KEYS = {"interface", "peer", "enabled", "group", "demote", "reliable", *_SYNC_FLOATS,
               *_SYNC_INTS}  # fmt: skip
 
@@ -149,6 +170,9 @@ def parse_statesync(table: Mapping[str, Any], node_name: str) -> StateSyncConfig
     for key in _SYNC_INTS:
         if key in table:
             kwargs[key] = _typed(table, key, int, where, None)
+    for key, (low, high) in SYNC_RANGES.items():
+        if key in kwargs and key in table and not low <= kwargs[key] <= high:
+            raise ConfigError(f"statesync.{key}", f"must be {low:g}..{high:g}, got {table[key]!r}")
     if "reliable" in table:
         kwargs["reliable"] = _typed(table, "reliable", bool, where, True)
     try:
@@ -163,6 +187,7 @@ _NODE_KEYS = {
     "control",
     "events_json",
     "metrics_port",
+    "metrics_address",
     "upscript",
     "downscript",
     "neutral",
@@ -213,6 +238,22 @@ def _ipv4(value: Any, where: str) -> IPv4Address:
         raise ConfigError(where, f"not an IPv4 address: {value!r}") from exc
 
 
+_BROADCAST = IPv4Address("255.255.255.255")
+
+
+def _not_a_host(addr: IPv4Address | IPv6Address) -> str | None:
+    """Why `addr` cannot be a VIP, an advert source or a unicast peer (None: it can)."""
+    if addr.is_unspecified:
+        return "is the unspecified address"
+    if addr.is_multicast:
+        return "is a multicast address (224.0.0.18 is CARP's own group)"
+    if addr == _BROADCAST:
+        return "is the broadcast address"
+    if addr.is_loopback:
+        return "is a loopback address"
+    return None
+
+
 def build_vhid(
     *,
     vhid: int,
@@ -239,10 +280,20 @@ def build_vhid(
     for vip in parsed:
         if not isinstance(vip, IPv4Interface):
             raise ConfigError(f"{where}.vips", f"only IPv4 VIPs are supported: {vip}")
+    for vip in parsed:
+        problem = _not_a_host(vip.ip) or (
+            "is a whole-internet prefix" if vip.network.prefixlen == 0 else None
+        )
+        if problem:
+            raise ConfigError(f"{where}.vips", f"{vip} {problem}")
     src = _ipv4(srcip, f"{where}.srcip")
+    problem = _not_a_host(src)
+    if problem:
+        raise ConfigError(f"{where}.srcip", f"{src} {problem}")
     peer_ip = _ipv4(peer, f"{where}.peer") if peer is not None else None
-    if peer_ip is not None and peer_ip.is_multicast:
-        raise ConfigError(f"{where}.peer", "must be a unicast address")
+    problem = _not_a_host(peer_ip) if peer_ip is not None else None
+    if problem:
+        raise ConfigError(f"{where}.peer", f"{peer_ip} {problem} (must be a unicast address)")
     if not password:
         raise ConfigError(f"{where}.password", "a password is required (ucarp refuses none)")
     try:
@@ -266,11 +317,29 @@ def build_vhid(
 
 
 def check_unique(vhids: tuple[VhidSpec, ...]) -> None:
+    """One VHID number once per node, and one VIP address in one VHID only."""
     seen: set[int] = set()
+    owner: dict[IPv4Address | IPv6Address, int] = {}
     for spec in vhids:
-        if spec.carp.vhid in seen:
-            raise ConfigError(f"vhid[{spec.carp.vhid}].vhid", "configured twice")
-        seen.add(spec.carp.vhid)
+        vhid = spec.carp.vhid
+        if vhid in seen:
+            raise ConfigError(f"vhid[{vhid}].vhid", "configured twice")
+        seen.add(vhid)
+        for vip in spec.carp.vips:
+            if vip.ip in owner:
+                raise ConfigError(
+                    f"vhid[{vhid}].vips", f"{vip.ip} is already a VIP of vhid {owner[vip.ip]}"
+                )
+            owner[vip.ip] = vhid
+
+
+def _metrics_address(node: Mapping[str, Any]) -> str:
+    text = _typed(node, "metrics_address", str, "node", "127.0.0.1")
+    try:
+        ip_address(text)
+    except ValueError as exc:
+        raise ConfigError("node.metrics_address", f"not an IP address: {text!r}") from exc
+    return str(text)
 
 
 def parse(data: Mapping[str, Any]) -> NodeConfig:
@@ -347,6 +416,7 @@ def parse(data: Mapping[str, Any]) -> NodeConfig:
         control=_typed(node, "control", str, "node", DEFAULT_CONTROL),
         events_json=_typed(node, "events_json", str, "node", None),
         metrics_port=metrics_port,
+        metrics_address=_metrics_address(node),
         upscript=_typed(node, "upscript", str, "node", None),
         downscript=_typed(node, "downscript", str, "node", None),
         neutral=_typed(node, "neutral", bool, "node", False),
@@ -365,4 +435,7 @@ def load(path: str | Path) -> NodeConfig:
         data = tomllib.loads(raw.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError("config", f"{path}: not valid TOML: {exc}") from exc
+    except RecursionError as exc:
+        # tomllib recurses per nesting level; a hostile file must still be a one-line error.
+        raise ConfigError("config", f"{path}: nested too deeply to be a node config") from exc
     return parse(data)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from carpsim.runtime.control import ControlServer
 
@@ -48,3 +52,34 @@ def test_hostile_lines_and_failing_commands_get_an_error_reply(tmp_path: Path) -
     assert boom == {"ok": False, "error": "internal error: RuntimeError"}
     assert bad_cmd["ok"] is False
     assert status == {"ok": True, "node": "n1"}
+
+
+def test_the_socket_is_never_reachable_at_the_umask_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Record the mode the socket has the instant bind() created it, before any chmod.
+    modes: list[int] = []
+    real = asyncio.start_unix_server
+
+    async def spying(*args: Any, **kwargs: Any) -> asyncio.AbstractServer:
+        server = await real(*args, **kwargs)
+        modes.append(stat.S_IMODE(os.stat(kwargs["path"]).st_mode))
+        return server
+
+    monkeypatch.setattr(asyncio, "start_unix_server", spying)
+    old = os.umask(0)
+    try:
+
+        async def scenario() -> int:
+            server = ControlServer(str(tmp_path / "c.sock"), lambda: {"node": "n1"})
+            await server.start()
+            mode = stat.S_IMODE(os.stat(server.path).st_mode)
+            await server.close()
+            return mode
+
+        final = asyncio.run(scenario())
+    finally:
+        os.umask(old)
+    assert modes == [0o600]
+    assert final == 0o600
+    assert os.umask(old) == old  # the daemon's umask is restored after bind
