@@ -12,7 +12,7 @@ import json
 import random
 import time
 
-from carpsim.sim.statesync_net import SyncPair
+from carpsim.sim.sync_pair import SyncPair
 from carpsim.statesync import codec
 from carpsim.statesync.config import ReplicatorConfig
 from carpsim.statesync.constants import Act
@@ -92,22 +92,24 @@ def bench_bulk(n: int) -> dict[str, float]:
     pair.start(0)
     recs = make_records(n)
     for r in recs:
-        pair.nodes[0].kernel.put(replace_id0(r))
-    pair.execute(0, pair.nodes[0].replicator.local_snapshot(0.0, pair.nodes[0].kernel.snapshot()))
+        pair.members[0].kernel.put(replace_id0(r))
+    pair.execute(
+        0, pair.members[0].replicator.local_snapshot(0.0, pair.members[0].kernel.snapshot())
+    )
     pair.run_for(30.0)
     pair.link.up = True
     t0 = time.perf_counter()
     pair.start(1)
     pair.run_for(60.0)
     wall = time.perf_counter() - t0
-    (bulk,) = pair.nodes[1].bulks
-    assert len(pair.nodes[1].kernel) == n
+    (bulk,) = pair.members[1].bulks
+    assert len(pair.members[1].kernel) == n
     return {
         "states": n,
         "virtual_s": bulk.duration,
         "wall_s": wall,
         "wall_states_per_s": n / wall,
-        "frames": pair.nodes[0].tx_frames,
+        "frames": pair.members[0].tx_frames,
     }
 
 

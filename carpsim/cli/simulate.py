@@ -6,7 +6,7 @@ import argparse
 import json
 
 from carpsim.errors import ConfigError
-from carpsim.sim.runner import TraceEvent
+from carpsim.sim.carp_lan import TraceEvent
 from carpsim.sim.scenarios import SCENARIOS
 
 

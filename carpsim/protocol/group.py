@@ -67,8 +67,12 @@ class CarpGroup:
         return min(self._ifdown_demotion * len(self._down), CARP_MAXSKEW) + self._admin_demote
 
     def next_deadline(self) -> float | None:
-        deadlines = [d for m in self._machines.values() if (d := m.next_deadline()) is not None]
-        return min(deadlines) if deadlines else None
+        best: float | None = None
+        for machine in self._machines.values():
+            d = machine.next_deadline()
+            if d is not None and (best is None or d < best):
+                best = d
+        return best
 
     # ---------------------------------------------------------------- inputs
 

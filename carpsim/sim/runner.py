@@ -1,69 +1,68 @@
-"""The virtual-time driver: the same loop as the runtime driver, but time jumps.
+"""The virtual-time runner: any set of timed machines, on the links of `sim.link`.
 
-Each step finds the earliest of (scheduled admin events, pending LAN deliveries, machine
-deadlines), moves the clock there, and feeds that input to the pure machines. Actions are
-executed in order: `Transmit` goes onto the `Lan`, `StateChanged` into the trace, VIP and GARP
-actions into per-node bookkeeping, so tests can assert who holds which VIP at any instant.
+It is the runtime driver's loop with time that jumps. Each step finds the earliest of
+(scheduled events, pending link and stream deliveries, node deadlines), moves the clock there
+and feeds what is due, in this order: scheduled events, datagram deliveries (link by link, in
+delivery order), stream events, then the timers of every live node whose deadline has come
+(in the order the nodes were added). Everything random comes from generators seeded from the
+runner's seed, so a run is reproducible.
+
+How a machine plugs in: write a node adapter, a `SimNode` subclass that holds the pure machine
+(or a composition of them) and is its executor.
+
+- `next_deadline()` returns the machine's (or the earliest of its members'); `on_timer(now)`
+  calls the machine's `on_timer` and executes the actions it returns.
+- Transmit-like actions go to a carrier the adapter was given when the scenario was built:
+  `link.send(now, self.name, data)` for a broadcast `Link` or `PointToPoint`;
+  `channel.connect(now, self.name)`, `channel.send(now, self.name, data)` and
+  `channel.close(now, self.name)` for a `StreamChannel`.
+- `receive(now, link, data)` is called for each datagram that reaches it on the named link;
+  `stream_event(now, event)` for each `StreamOpened` / `StreamData` / `StreamClosed`. The
+  adapter turns them into machine inputs and executes the returned actions at once.
+- Any other input (a local event, an admin command) is a method on the adapter; schedule it
+  with `runner.at(t, fn)` so it happens at an exact virtual instant.
+
+Register carriers with `add_link` / `add_stream` and adapters with `add_node`; then `attach`
+plugs a node into a link. `kill` takes a node off every carrier (breaking its streams) and stops
+feeding it; presets such as `sim.carp_lan.CarpLan` and `sim.sync_pair.SyncPair` add the
+protocol's own start/stop/restart on top.
 """
 
 from __future__ import annotations
 
 import heapq
 import random
-from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
-from carpsim.protocol.config import CarpConfig
-from carpsim.protocol.constants import CarpState
-from carpsim.protocol.events import (
-    Action,
-    AddVip,
-    AdvertAccepted,
-    CountDrop,
-    DelVip,
-    SendGarp,
-    StateChanged,
-    Transmit,
-)
-from carpsim.protocol.group import CarpGroup, DemoteStyle
-from carpsim.protocol.machine import CarpMachine
 from carpsim.sim.clock import VirtualClock
-from carpsim.sim.lan import Impairment, Lan
+from carpsim.sim.link import Link, StreamChannel, StreamEvent
 
 
-@dataclass(frozen=True)
-class TraceEvent:
-    """One line of the timeline: a state change, or an admin/fault event (vhid None)."""
-
-    time: float
-    node: str
-    vhid: int | None
-    old: CarpState | None
-    new: CarpState | None
-    reason: str
-
-    def describe(self) -> str:
-        if self.old is None or self.new is None:
-            return self.reason
-        return f"{self.old.name}->{self.new.name} ({self.reason})"
-
-
-@dataclass
 class SimNode:
-    name: str
-    configs: tuple[CarpConfig, ...]
-    demote_style: DemoteStyle
-    group: CarpGroup
-    alive: bool = False
-    vips_up: dict[int, bool] = field(default_factory=dict)
-    garps: Counter[int] = field(default_factory=Counter)
-    drops: Counter[str] = field(default_factory=Counter)
-    adverts_sent: int = 0
-    adverts_accepted: int = 0
+    """Base of node adapters: override what the machine has; the defaults do nothing."""
 
-    def state(self, vhid: int) -> CarpState:
-        return self.group.machine(vhid).state
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.alive = True
+
+    def next_deadline(self) -> float | None:
+        return None
+
+    def on_timer(self, now: float) -> None:
+        """The deadline came: call the machine's `on_timer` and execute its actions."""
+
+    def receive(self, now: float, link: str, data: bytes) -> None:
+        """A datagram arrived on `link`."""
+        raise NotImplementedError(f"{type(self).__name__} takes no datagrams (link {link!r})")
+
+    def stream_event(self, now: float, event: StreamEvent) -> None:
+        """A stream opened, delivered bytes, or closed."""
+        raise NotImplementedError(f"{type(self).__name__} has no streams ({event.channel!r})")
+
+
+N = TypeVar("N", bound=SimNode)
 
 
 @dataclass(order=True)
@@ -73,16 +72,22 @@ class _Scheduled:
     fn: Callable[[], None] = field(compare=False)
 
 
-class Runner:
-    """Nodes on one simulated LAN, in virtual time, reproducible from `seed`."""
+class SimulationStuckError(RuntimeError):
+    """More steps than allowed without reaching the end time (a livelock in a machine)."""
 
-    def __init__(self, *, seed: int = 0, impairment: Impairment | None = None) -> None:
+
+class Runner(Generic[N]):
+    """Nodes on simulated links, in virtual time, reproducible from `seed`."""
+
+    def __init__(self, *, seed: int = 0, max_steps: int = 10_000_000) -> None:
+        self.seed = seed
         # Seeded, reproducible simulation randomness, not security (hence the S311 waivers).
-        self._rng = random.Random(seed)  # noqa: S311
+        self.rng = random.Random(seed)  # noqa: S311
         self.clock = VirtualClock()
-        self.lan = Lan(random.Random(self._rng.getrandbits(64)), impairment)  # noqa: S311
-        self.nodes: dict[str, SimNode] = {}
-        self.trace: list[TraceEvent] = []
+        self.nodes: dict[str, N] = {}
+        self.links: dict[str, Link] = {}
+        self.streams: dict[str, StreamChannel] = {}
+        self.max_steps = max_steps
         self._scheduled: list[_Scheduled] = []
         self._seq = 0
 
@@ -90,119 +95,67 @@ class Runner:
     def now(self) -> float:
         return self.clock.now
 
+    def derive_rng(self) -> random.Random:
+        """A generator for one component, drawn from the runner's seed."""
+        return random.Random(self.rng.getrandbits(64))  # noqa: S311
+
     # ---------------------------------------------------------------- topology
 
-    def add_node(
-        self,
-        name: str,
-        configs: Iterable[CarpConfig],
-        *,
-        demote_style: DemoteStyle = DemoteStyle.OPENBSD,
-    ) -> SimNode:
-        if name in self.nodes:
-            raise ValueError(f"node {name!r} already exists")
-        cfgs = tuple(configs)
-        node = SimNode(name, cfgs, demote_style, self._new_group(cfgs, demote_style))
-        self.nodes[name] = node
+    def add_node(self, node: N) -> N:
+        if node.name in self.nodes:
+            raise ValueError(f"node {node.name!r} already exists")
+        self.nodes[node.name] = node
         return node
 
-    def _new_group(self, configs: tuple[CarpConfig, ...], style: DemoteStyle) -> CarpGroup:
-        # Each process start draws a fresh counter cookie, as a restarted daemon would.
-        rngs = [random.Random(self._rng.getrandbits(64)) for _ in configs]  # noqa: S311
-        machines = [CarpMachine(c, rng) for c, rng in zip(configs, rngs, strict=True)]
-        return CarpGroup(machines, demote_style=style)
+    def add_link(self, link: Link) -> Link:
+        if link.name in self.links:
+            raise ValueError(f"link {link.name!r} already exists")
+        self.links[link.name] = link
+        return link
 
-    # ---------------------------------------------------------------- admin and faults
+    def add_stream(self, channel: StreamChannel) -> StreamChannel:
+        if channel.name in self.streams:
+            raise ValueError(f"stream {channel.name!r} already exists")
+        self.streams[channel.name] = channel
+        for end in channel.ends:
+            channel.attach(end)
+        return channel
 
-    def start(self, name: str) -> None:
-        """Process start with the link up: every VHID goes INIT -> BACKUP."""
-        node = self.nodes[name]
-        if node.alive:
-            return
-        node.alive = True
-        self.lan.attach(name)
-        self._note(name, "start")
-        self._execute(node, node.group.link_up(self.now))
+    def attach(self, node: str, link: str) -> None:
+        self.links[link].attach(node)
+
+    def detach(self, node: str) -> None:
+        """Unplug `node` from every link and stream (in-flight traffic to it is lost)."""
+        for link in self.links.values():
+            link.detach(node)
+        for channel in self.streams.values():
+            if node in channel.ends:
+                channel.detach(self.now, node)
 
     def kill(self, name: str) -> None:
-        """Power cut: no goodbye, nothing more sent or received."""
+        """Power cut: nothing more is sent to or fed into the node."""
         node = self.nodes[name]
-        if not node.alive:
-            return
         node.alive = False
-        self.lan.detach(name)
-        node.vips_up.clear()
-        self._note(name, "killed")
-
-    def stop(self, name: str) -> None:
-        """Clean shutdown: a master bows out (255/255), then the node leaves."""
-        node = self.nodes[name]
-        if not node.alive:
-            return
-        self._note(name, "stop")
-        self._execute(node, node.group.shutdown(self.now))
-        node.alive = False
-        self.lan.detach(name)
-
-    def restart(self, name: str) -> None:
-        """A fresh process (new cookie, INIT) on the same configuration."""
-        node = self.nodes[name]
-        if node.alive:
-            self.kill(name)
-        node.group = self._new_group(node.configs, node.demote_style)
-        node.vips_up.clear()
-        self.start(name)
-
-    def link_down(self, name: str, vhids: Iterable[int] | None = None) -> None:
-        node = self.nodes[name]
-        chosen = list(vhids) if vhids is not None else None
-        self._note(name, f"link down {chosen if chosen is not None else 'all'}")
-        self._execute(node, node.group.link_down(self.now, chosen))
-
-    def link_up(self, name: str, vhids: Iterable[int] | None = None) -> None:
-        node = self.nodes[name]
-        chosen = list(vhids) if vhids is not None else None
-        self._note(name, f"link up {chosen if chosen is not None else 'all'}")
-        self._execute(node, node.group.link_up(self.now, chosen))
-
-    def set_demote(self, name: str, value: int) -> None:
-        node = self.nodes[name]
-        self._note(name, f"demote {value}")
-        self._execute(node, node.group.set_demote(self.now, value))
+        self.detach(name)
 
     def partition(self, *sides: Iterable[str]) -> None:
+        """Split every link and stream; a stream whose ends end up apart breaks."""
         groups = [list(s) for s in sides]
-        self._note("lan", f"partition {groups}")
-        self.lan.partition(*groups)
+        for link in self.links.values():
+            link.partition(*groups)
+        for channel in self.streams.values():
+            channel.partition_at(self.now, *groups)
 
     def heal(self) -> None:
-        self._note("lan", "heal")
-        self.lan.heal()
+        for link in self.links.values():
+            link.heal()
+        for channel in self.streams.values():
+            channel.heal()
 
     def at(self, when: float, fn: Callable[[], None]) -> None:
         """Run `fn` at virtual time `when` (before deliveries and timers due then)."""
         self._seq += 1
         heapq.heappush(self._scheduled, _Scheduled(when, self._seq, fn))
-
-    # ---------------------------------------------------------------- queries
-
-    def masters(self, vhid: int) -> list[str]:
-        return [
-            n.name
-            for n in self.nodes.values()
-            if n.alive and vhid in n.group.machines and n.state(vhid) is CarpState.MASTER
-        ]
-
-    def transitions(
-        self, *, node: str | None = None, new: CarpState | None = None
-    ) -> list[TraceEvent]:
-        return [
-            e
-            for e in self.trace
-            if e.new is not None
-            and (node is None or e.node == node)
-            and (new is None or e.new is new)
-        ]
 
     # ---------------------------------------------------------------- the loop
 
@@ -210,13 +163,14 @@ class Runner:
         self.run_until(self.now + duration)
 
     def run_until(self, end: float) -> None:
-        while True:
+        for _ in range(self.max_steps):
             when = self._next_event_time()
             if when is None or when > end:
-                break
+                self.clock.advance_to(max(end, self.now))
+                return
             self.clock.advance_to(when)
             self._step(when)
-        self.clock.advance_to(max(end, self.now))
+        raise SimulationStuckError(f"no end after {self.max_steps} steps (seed {self.seed})")
 
     def run_until_quiet(self, condition: Callable[[], bool], limit: float) -> bool:
         """Step until `condition()` holds (True) or virtual time passes `limit` (False)."""
@@ -229,49 +183,40 @@ class Runner:
         return True
 
     def _next_event_time(self) -> float | None:
-        best = self.lan.next_time()
-        if self._scheduled and (best is None or self._scheduled[0].time < best):
-            best = self._scheduled[0].time
+        """The earliest pending instant; one already past (a deadline an input moved into the
+        past) counts as now, as the runtime driver fires an overdue timer at once."""
+        best = self._scheduled[0].time if self._scheduled else None
+        for link in self.links.values():
+            t = link.next_time()
+            if t is not None and (best is None or t < best):
+                best = t
+        for channel in self.streams.values():
+            t = channel.next_time()
+            if t is not None and (best is None or t < best):
+                best = t
         for node in self.nodes.values():
             if node.alive:
-                d = node.group.next_deadline()
-                if d is not None and (best is None or d < best):
-                    best = d
-        return best
+                t = node.next_deadline()
+                if t is not None and (best is None or t < best):
+                    best = t
+        return best if best is None or best >= self.clock.now else self.clock.now
 
     def _step(self, now: float) -> None:
         while self._scheduled and self._scheduled[0].time <= now:
             heapq.heappop(self._scheduled).fn()
-        for delivery in self.lan.pop_due(now):
-            node = self.nodes[delivery.node]
+        nodes = self.nodes
+        for link in self.links.values():
+            for delivery in link.pop_due(now):
+                node = nodes[delivery.node]
+                if node.alive:
+                    node.receive(now, link.name, delivery.data)
+        for channel in self.streams.values():
+            for sd in channel.pop_due(now):
+                node = nodes[sd.node]
+                if node.alive:
+                    node.stream_event(now, sd.event)
+        for node in nodes.values():
             if node.alive:
-                self._execute(node, node.group.packet_received(now, delivery.data))
-        for node in self.nodes.values():
-            if node.alive:
-                d = node.group.next_deadline()
-                if d is not None and d <= now:
-                    self._execute(node, node.group.on_timer(now))
-
-    def _execute(self, node: SimNode, actions: list[Action]) -> None:
-        now = self.now
-        for action in actions:
-            if isinstance(action, Transmit):
-                node.adverts_sent += 1
-                self.lan.send(now, node.name, action.packet)
-            elif isinstance(action, AdvertAccepted):
-                node.adverts_accepted += 1
-            elif isinstance(action, StateChanged):
-                self.trace.append(
-                    TraceEvent(now, node.name, action.vhid, action.old, action.new, action.reason)
-                )
-            elif isinstance(action, AddVip):
-                node.vips_up[action.vhid] = True
-            elif isinstance(action, DelVip):
-                node.vips_up[action.vhid] = False
-            elif isinstance(action, SendGarp):
-                node.garps[action.vhid] += 1
-            elif isinstance(action, CountDrop):
-                node.drops[str(action.reason)] += 1
-
-    def _note(self, node: str, what: str) -> None:
-        self.trace.append(TraceEvent(self.now, node, None, None, None, what))
+                t = node.next_deadline()
+                if t is not None and t <= now:
+                    node.on_timer(now)

@@ -12,7 +12,7 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 from scapy.utils import wrpcap
 
-from carpsim.sim.statesync_net import SyncPair
+from carpsim.sim.sync_pair import SyncPair
 from carpsim.statesync.codec import (
     BulkStatus,
     Frame,
@@ -86,9 +86,9 @@ def test_replicator_traffic_decodes(tmp_path: Path) -> None:
     sent: list[bytes] = []
     original = pair.link.send
 
-    def capture(now: float, dst: int, data: bytes) -> None:
+    def capture(now: float, sender: str, data: bytes) -> None:
         sent.append(data)
-        original(now, dst, data)
+        original(now, sender, data)
 
     pair.link.send = capture  # type: ignore[method-assign]
     pair.start(0)
@@ -98,7 +98,7 @@ def test_replicator_traffic_decodes(tmp_path: Path) -> None:
     pair.run_for(1.0)
     pair.start(1)
     pair.run_for(3.0)
-    assert pair.nodes[1].ready
+    assert pair.members[1].ready
     pcap = tmp_path / "live.pcap"
     write(pcap, sent)
     rows = tshark_fields(pcap, "pfsync.version", "pfsync.xseq.epoch", "pfsync.action")

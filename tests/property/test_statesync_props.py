@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from carpsim.errors import DecodeError
-from carpsim.sim.statesync_net import LinkFaults, SyncPair, flow_view
+from carpsim.sim.sync_pair import SyncPair, flow_view, sync_faults
 from carpsim.statesync import codec
 from carpsim.statesync.codec import (
     BulkStatus,
@@ -156,14 +156,14 @@ inputs = st.lists(
 def test_random_input_sequences_never_raise_and_converge_after_healing(
     seed: int, steps: list[tuple[str, int, int, TcpState | None]]
 ) -> None:
-    faults = LinkFaults(loss=0.15, duplicate=0.1, reorder=0.2)
+    faults = sync_faults(loss=0.15, duplicate=0.1, reorder=0.2)
     pair = SyncPair(seed, faults, (ReplicatorConfig(creatorid=1, bulk_max_tries=3),
                                    ReplicatorConfig(creatorid=2, bulk_max_tries=3)))  # fmt: skip
     pair.start(0)
     pair.start(1)
     garbage = random.Random(seed)
     for op, node, arg, tcp in steps:
-        rep = pair.nodes[node].replicator
+        rep = pair.members[node].replicator
         if op in ("insert", "update"):
             assert tcp is not None
             rec = StateRecord(KEYS[arg], tcp_state=tcp, timeout=60)
@@ -179,24 +179,24 @@ def test_random_input_sequences_never_raise_and_converge_after_healing(
             pair.execute(node, rep.link_up(pair.now))
         elif op == "restart":
             pair.restart(node, keep_kernel=True)
-            kernel = pair.nodes[node].kernel.snapshot()
-            pair.execute(node, pair.nodes[node].replicator.local_snapshot(pair.now, kernel))
+            kernel = pair.members[node].kernel.snapshot()
+            pair.execute(node, pair.members[node].replicator.local_snapshot(pair.now, kernel))
         elif op == "run":
             pair.run_for(arg / 100)
         else:
             data = codec.HEADER.pack(5, 0, 60, bytes(16)) + garbage.randbytes(40)
             pair.execute(node, rep.frame_received(pair.now, data))
     # heal: links up, no loss, let retries and refreshes settle
-    pair.link.faults = LinkFaults()
+    pair.link.impairment = sync_faults()
     for i in (0, 1):
-        pair.execute(i, pair.nodes[i].replicator.link_up(pair.now))
+        pair.execute(i, pair.members[i].replicator.link_up(pair.now))
     pair.run_for(60.0)
-    assert all(n.ready for n in pair.nodes)
+    assert all(n.ready for n in pair.members)
     if any(step[0] == "restart" for step in steps):
         # A crash between a local change and its flush loses that change (as with pfsync);
         # convergence is then only guaranteed by the states' own timeouts.
         return
-    assert flow_view(pair.nodes[0].kernel) == flow_view(pair.nodes[1].kernel), f"seed {seed}"
+    assert flow_view(pair.members[0].kernel) == flow_view(pair.members[1].kernel), f"seed {seed}"
 
 
 @given(st.lists(st.binary(max_size=300), max_size=20))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from carpsim.protocol.constants import CarpState
-from carpsim.sim.lan import Impairment
-from carpsim.sim.runner import Runner, TraceEvent
+from carpsim.sim.carp_lan import CarpLan, TraceEvent
+from carpsim.sim.link import Impairment
 from carpsim.sim.scenarios import (
     SCENARIOS,
     advbase_zero,
@@ -26,7 +26,7 @@ MASTER, BACKUP, INIT = CarpState.MASTER, CarpState.BACKUP, CarpState.INIT
 SKEW100_DOWN = 3 + 100 / 256  # FreeBSD formula, advbase 1
 
 
-def changes(runner: Runner) -> list[tuple[float, str, int | None, CarpState, str]]:
+def changes(runner: CarpLan) -> list[tuple[float, str, int | None, CarpState, str]]:
     out = []
     for e in runner.trace:
         if e.new is not None and e.old is not INIT:
@@ -34,7 +34,7 @@ def changes(runner: Runner) -> list[tuple[float, str, int | None, CarpState, str
     return out
 
 
-def assert_vips_follow_state(runner: Runner) -> None:
+def assert_vips_follow_state(runner: CarpLan) -> None:
     for node in runner.nodes.values():
         if not node.alive:
             continue
@@ -137,9 +137,9 @@ def test_three_nodes_elect_by_skew() -> None:
 
 
 def test_equal_skews_both_step_down_no_ip_tie_break() -> None:
-    runner = Runner(seed=3)
-    runner.add_node("a", [lan_config(1, advskew=10)])
-    runner.add_node("b", [lan_config(2, advskew=10)])
+    runner = CarpLan(seed=3)
+    runner.add_carp_node("a", [lan_config(1, advskew=10)])
+    runner.add_carp_node("b", [lan_config(2, advskew=10)])
     runner.start("a")
     runner.start("b")
     runner.run_until(3 + 10 / 256)
