@@ -93,7 +93,7 @@ sections = st.one_of(
     ),
     st.builds(Clear, u32, st.text("abcxyz0123", max_size=15)).map(lambda c: Section(Act.CLR, (c,))),
     st.lists(
-        st.tuples(st.integers(1, 2**31), st.integers(0, 2**31)).map(
+        st.tuples(st.integers(1, 2**31), st.integers(0, 2**31 - 1)).map(
             lambda t: NackRange(t[0], t[0] + t[1])
         ),
         min_size=1,
