@@ -12,6 +12,7 @@ import os
 import sys
 from typing import Any
 
+from carpsim.cli.web import add_parser as add_web_parser
 from carpsim.errors import ConfigError
 from carpsim.lab import builder, status
 from carpsim.lab.session import Lab, LabAlreadyUpError, resolve_prefix
@@ -133,6 +134,7 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=_down)
 
     add_unsinkable_parser(sub)  # `carpsim lab unsinkable` (carpsim/lab/unsinkable.py)
+    add_web_parser(sub)  # `carpsim lab web` (carpsim/cli/web.py)
 
     for action in sub.choices.values():
         action.add_argument("--prefix", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
