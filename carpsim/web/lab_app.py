@@ -94,8 +94,16 @@ class LabActions:
         return web.json_response({"ok": True, "message": "unsinkable started"}, status=202)
 
 
-def build(lab: Lab, *, token: str, allowed_hosts: frozenset[str]) -> web.Application:
-    source = LabSource(lab)
+def build(
+    lab: Lab,
+    *,
+    token: str,
+    allowed_hosts: frozenset[str],
+    source: LabSource | None = None,
+    interval: float = pages.POLL_INTERVAL_S,
+) -> web.Application:
+    """The lab's app (`source`: what is polled, by default the lab's own sockets and links)."""
+    source = source or LabSource(lab)
     actions = LabActions(lab)
     meta = source.meta()
 
@@ -107,7 +115,7 @@ def build(lab: Lab, *, token: str, allowed_hosts: frozenset[str]) -> web.Applica
         out["run"] = actions.run.snapshot()
         return out
 
-    app = pages.make_app(snapshot, token=token, allowed_hosts=allowed_hosts)
+    app = pages.make_app(snapshot, token=token, allowed_hosts=allowed_hosts, interval=interval)
 
     async def power(request: web.Request, on: bool) -> web.Response:
         return await actions.power(request.match_info["node"], on)

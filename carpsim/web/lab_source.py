@@ -6,6 +6,7 @@ only ever calls `LabSource.poll` through the executor.
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import Any
 
@@ -109,7 +110,8 @@ def node_topic(
     links: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The per-node topic both apps publish (the lab's and a node's own)."""
-    body = dict(status) if status else None
+    # A copy: the hub keeps it to diff against, and a node's status may share live objects.
+    body = copy.deepcopy(status) if status else None
     if body is not None:
         body.pop("ok", None)
         for entry in body.get("vhids", []):
