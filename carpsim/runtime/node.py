@@ -95,6 +95,7 @@ class CarpNode:
         self._events: EventsLog | None = None
         self._driver: Driver[Action] | None = None
         self.control: ControlServer | None = None
+        self._web: Any = None  # the [web] pages' aiohttp runner (carpsim/web/node_app.py)
         self.group = CarpGroup(CarpMachine(spec.carp, self._rng) for spec in config.vhids)
         self.drops: Counter[str] = Counter()
         self.rx_packets = 0
@@ -194,6 +195,10 @@ class CarpNode:
             self.control.add_section("statesync", self.statesync.status)
             statesync_metrics.register(self.metrics.registry, self.statesync)
         await self.control.start()
+        if cfg.web is not None:
+            from carpsim.web import node_app  # noqa: PLC0415 - aiohttp only when pages are on
+
+            self._web = await node_app.serve(cfg.web, self.control.status, cfg.name)
         if cfg.metrics_port:
             self.metrics.serve(cfg.metrics_port)
         up = [v for v, rt in self.vhids.items() if self._parent_up[rt.parent.index]]
@@ -242,6 +247,8 @@ class CarpNode:
             self._watcher.close()
         for sock in self._sockets.values():
             sock.close()
+        if self._web is not None:
+            await self._web.cleanup()
         if self.control is not None:
             await self.control.close()
         await self.hooks.drain()

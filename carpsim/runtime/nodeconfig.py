@@ -55,6 +55,8 @@ from carpsim.errors import ConfigError
 from carpsim.protocol.config import CarpConfig, parse_vip
 from carpsim.protocol.constants import CARP_GROUP_V4, MasterDownFormula
 from carpsim.statesync.config import ReplicatorConfig
+from carpsim.web.config import WebConfig
+from carpsim.web.config import parse as parse_web
 
 DEFAULT_CONTROL = "/run/carpsim/carpsim.sock"
 MAX_IFNAME = 15
@@ -86,6 +88,8 @@ class NodeConfig:
     statesync: Mapping[str, Any] = field(default_factory=dict)
     sync: StateSyncConfig | None = None
     """The validated [statesync] section (None: no section, or enabled = false)."""
+    web: WebConfig | None = None
+    """[web]: serve this node's status pages (None: no section; carpsim/web/config.py)."""
 
 
 @dataclass(frozen=True)
@@ -343,7 +347,7 @@ def _metrics_address(node: Mapping[str, Any]) -> str:
 
 
 def parse(data: Mapping[str, Any]) -> NodeConfig:
-    _unknown(data, {"node", "carp", "vhid", "statesync"}, "config")
+    _unknown(data, {"node", "carp", "vhid", "statesync", "web"}, "config")
     node = data.get("node")
     if not isinstance(node, dict):
         raise ConfigError("node", "a [node] table is required")
@@ -423,6 +427,7 @@ def parse(data: Mapping[str, Any]) -> NodeConfig:
         shutdown_scripts=_typed(node, "shutdown_scripts", bool, "node", False),
         statesync=statesync,
         sync=sync,
+        web=parse_web(data.get("web")),
     )
 
 

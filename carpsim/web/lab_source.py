@@ -13,6 +13,7 @@ from typing import Any
 from carpsim.lab import builder, nodes, verdict
 from carpsim.lab.session import Lab
 from carpsim.lab.topology import Topology
+from carpsim.net import netns
 
 STATUS_TIMEOUT = 0.3
 LINKS_EVERY_S = 1.0
@@ -85,7 +86,15 @@ class LabSource:
         lab = self.lab
         now = time.monotonic()
         if now - self._links_at >= LINKS_EVERY_S:
-            self._links = {n.name: builder.link_states(lab.paths, n) for n in lab.topology.nodes}
+            # pyroute2 creates a namespace it is asked to open: a lab taken down under this
+            # server must not be half re-created by its next poll.
+            present = set(netns.list_namespaces(lab.paths.prefix))
+            needed = {lab.paths.switch, *(lab.paths.namespace(n.name) for n in lab.topology.nodes)}
+            self._links = (
+                {n.name: builder.link_states(lab.paths, n) for n in lab.topology.nodes}
+                if needed <= present
+                else {}
+            )
             self._links_at = now
         out: dict[str, Any] = {}
         for node in lab.topology.nodes:
