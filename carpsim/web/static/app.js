@@ -108,6 +108,13 @@ function dhcpServers(d) {
   return [];
 }
 
+const FO_SHOWN = new Set(["name", "my_state", "peer_state", "my_since", "peer_since", "my_state_since", "peer_state_since"]);
+function foExtra(fo) {
+  const rest = Object.entries(fo).filter(([k]) => !FO_SHOWN.has(k));
+  if (!rest.length) return "";
+  return `<p class="muted failover-extra">${rest.map(([k, v]) => `${esc(k)}: ${esc(typeof v === "object" ? JSON.stringify(v) : v)}`).join("; ")}</p>`;
+}
+
 function renderDhcp() {
   const cols = meta().nodes.map((name) => {
     const t = nodeTopic(name);
@@ -130,7 +137,8 @@ function renderDhcp() {
           const foTable = fo && typeof fo === "object"
             ? `<h4>Failover Status</h4><table><tr><th>Pool</th><th>My State</th><th>Since</th><th>Peer State</th><th>Since</th></tr>` +
               `<tr class="dhcp-failover"><td>${esc(fo.name || s.interface)}</td><td>${esc(fo.my_state)}</td><td>${esc(fmtTime(fo.my_since || fo.my_state_since))}</td>` +
-              `<td>${esc(fo.peer_state)}</td><td>${esc(fmtTime(fo.peer_since || fo.peer_state_since))}</td></tr></table>`
+              `<td>${esc(fo.peer_state)}</td><td>${esc(fmtTime(fo.peer_since || fo.peer_state_since))}</td></tr></table>` +
+              foExtra(fo)
             : `<p class="muted">Failover: not configured for this pool</p>`;
           const leases = Array.isArray(s.leases) ? s.leases : [];
           const rows = leases.map((l) => `<tr><td>${esc(l.ip)}</td><td>${esc(l.mac)}</td><td>${esc(l.hostname)}</td>` +
