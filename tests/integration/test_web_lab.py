@@ -159,6 +159,7 @@ def test_failover_and_failback_live_in_the_browser(
     expect_states(page, lab, {"node2": "MASTER"}, budget)
     took = time.monotonic() - clicked
     assert took <= budget, f"node2 MASTER on the page after {took:.2f} s (budget {budget:.2f} s)"
+    print(f"\nweb: node2 MASTER on the page {took:.2f} s after the click (budget {budget:.2f} s)")
     expect(page.locator("#power-state-node1")).to_have_text("off", timeout=5_000)
     expect(carp_state(page, "node1", vhids(lab)[0])).to_have_text("OFF")
     for vhid in vhids(lab):
@@ -213,4 +214,41 @@ def test_cross_site_and_token_less_posts_are_refused_and_nothing_happens(
     assert nodes.daemon_pid(lab.paths, "node1") == pid
     assert set(lab.states()["node1"].values()) == {"MASTER"}
     assert snapshot(url)["action"] == before
+    page.close()
+
+
+def test_unsinkable_from_the_page_draws_its_probes_live_and_ends_with_the_verdict(
+    lab: Lab, url: str, browser: Any, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect  # noqa: PLC0415
+
+    assert lab.wait_master("node1", timeout=15.0)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+    page.goto(url)
+    expect(page.locator("#live")).to_have_text("live", timeout=10_000)
+    settle = master_down_s(lab.topology, "node2") + 1.5
+    page.fill("#run-settle", f"{settle:.1f}")
+    page.fill("#run-streams", "2")
+    page.locator("#run-start").click()
+
+    # While it runs: the ping curve, the lost probes and the kill mark appear, no reload.
+    expect(page.locator("#run-state")).to_have_text("running", timeout=10_000)
+    chart = page.locator("#run-chart svg")
+    expect(chart.locator("polyline").first).to_be_visible(timeout=15_000)
+    expect(chart.get_by_text("kill", exact=True)).to_be_visible(timeout=20_000)
+    assert page.locator("#run-state").text_content() == "running"
+    page.locator("#unsinkable").screenshot(path=str(tmp_path / "4-unsinkable-live.png"))
+
+    # The end: the verdict, the power-on mark, the lab back in the reference state.
+    expect(page.locator("#run-state")).to_contain_text("done", timeout=90_000)
+    expect(page.locator("#run-verdict")).to_contain_text("UNSINKABLE:")
+    expect(chart.get_by_text("power-on", exact=True)).to_be_visible()
+    verdict = (page.locator("#run-state").text_content() or "").split(": ", 1)[1]
+    assert verdict in {"IDEAL", "REALISTIC", "FAILURE"}
+    page.locator("#unsinkable").screenshot(path=str(tmp_path / "5-unsinkable-verdict.png"))
+    expect_states(page, lab, {"node1": "MASTER", "node2": "BACKUP"}, 15.0)
+    assert errors == []
     page.close()
