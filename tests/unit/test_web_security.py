@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from carpsim.errors import ConfigError
 from carpsim.lab.session import Lab
-from carpsim.web import config, lab_app, node_app, security
+from carpsim.web import lab_app, node_app, security
 from carpsim.web.lab_source import LabSource, node_topic
 
 LOOPBACK = security.allowed_hosts_for("127.0.0.1")
@@ -157,24 +155,3 @@ def test_host_header_parsing() -> None:
     assert "localhost" in security.allowed_hosts_for("127.0.0.1")
     assert security.allowed_hosts_for("192.168.110.251") == frozenset({"192.168.110.251"})
     assert security.new_token() != security.new_token()
-
-
-def test_web_section_of_a_node_config() -> None:
-    assert config.parse(None) is None
-    assert config.parse({}) == config.WebConfig("127.0.0.1", 8080)
-    assert config.parse({"listen": "192.168.110.251:8443"}) == config.WebConfig(
-        "192.168.110.251", 8443
-    )
-    assert config.parse({"listen": "[::1]:80"}) == config.WebConfig("::1", 80)
-    assert config.parse({"enabled": False, "listen": "127.0.0.1:1"}) is None
-    for bad, field in (
-        ({"listen": "localhost:80"}, "web.listen"),
-        ({"listen": "127.0.0.1"}, "web.listen"),
-        ({"listen": "127.0.0.1:0"}, "web.listen"),
-        ({"listen": 8080}, "web.listen"),
-        ({"enabled": "yes"}, "web.enabled"),
-        ({"port": 1}, "web.port"),
-    ):
-        with pytest.raises(ConfigError) as exc:
-            config.parse(bad)
-        assert exc.value.field == field
