@@ -265,11 +265,17 @@ function renderPower() {
 }
 
 async function post(path, body) {
-  const resp = await fetch(path, {
-    method: "POST",
-    headers: { "Content-Type": "application/json", "X-Carpsim-Token": TOKEN },
-    body: JSON.stringify(body || {}),
-  });
+  let resp;
+  try {
+    resp = await fetch(path, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "X-Carpsim-Token": TOKEN },
+      body: JSON.stringify(body || {}),
+    });
+  } catch (err) {
+    $("action-msg").textContent = `the server did not answer: ${err}`;
+    return;
+  }
   let data = {};
   try { data = await resp.json(); } catch (_) { data = {}; }
   $("action-msg").textContent = data.ok ? data.message || "ok" : `refused: ${data.error || resp.status}`;
@@ -355,6 +361,13 @@ function renderTopology() {
     hs.forEach((h, i) => { pos[h.name] = { x: b.x1 + span * (i + 1) / (hs.length + 1), y: Y[row] }; });
   }
   fwNodes.forEach((h, i) => { pos[h.name] = { x: 40 + (W - 80) * (i + 1) / (fwNodes.length + 1), y: Y.nodes }; });
+  // A host right above a firewall would hide that firewall's WAN wire behind its own.
+  const nodeXs = fwNodes.map((h) => pos[h.name].x);
+  const gap = fwNodes.length > 1 ? (nodeXs[1] - nodeXs[0]) / 2 : 120;
+  for (const h of others) {
+    const p = pos[h.name];
+    if (p && p.y < Y.nodes && nodeXs.some((nx) => Math.abs(nx - p.x) < 70)) p.x += gap;
+  }
 
   // Wires first (under the boxes), then buses, then boxes and labels.
   const wires = el("g", { stroke: "#999", "stroke-width": "1.5" });
@@ -365,10 +378,11 @@ function renderTopology() {
     for (const [seg, addr] of Object.entries(h.addresses)) {
       const b = bus[seg];
       if (!b) continue;
-      const x = Math.min(Math.max(p.x, b.x1 + 4), b.x2 - 4);
+      const x = Math.min(Math.max(p.x, b.x1 + 12), b.x2 - 12);
       wires.appendChild(el("line", { x1: p.x, y1: p.y, x2: x, y2: b.y }));
-      const ly = (p.y + b.y) / 2;
-      labels.appendChild(el("text", { x: (p.x + x) / 2 + 4, y: ly, class: "small" }, `${seg} ${lastOctet(addr)}`));
+      // Label a third of the way from the host: clear of the bus and of the other wires.
+      const f = b.y > p.y ? 0.45 : 0.5;
+      labels.appendChild(el("text", { x: p.x + (x - p.x) * f + 4, y: p.y + (b.y - p.y) * f, class: "small" }, `${seg} ${lastOctet(addr)}`));
     }
   }
   svg.appendChild(wires);
@@ -377,9 +391,8 @@ function renderTopology() {
     const a = pos[fwNodes[0].name];
     const z = pos[fwNodes[fwNodes.length - 1].name];
     svg.appendChild(el("line", { x1: a.x, y1: a.y, x2: z.x, y2: z.y, stroke: "#337ab7", "stroke-width": "3", "stroke-dasharray": "6 4" }));
-    const addrs = fwNodes.map((h) => `${h.name} ${h.addresses[fw.sync] || "-"}`).join("   ");
-    svg.appendChild(el("text", { x: (a.x + z.x) / 2, y: a.y - 38, "text-anchor": "middle", class: "seg-label", fill: "#337ab7" }, `SYNC ${segs[fw.sync].subnet}`));
-    svg.appendChild(el("text", { x: (a.x + z.x) / 2, y: a.y - 24, "text-anchor": "middle", class: "small" }, addrs));
+    svg.appendChild(el("text", { x: a.x - 84, y: a.y - 4, "text-anchor": "end", class: "seg-label", fill: "#337ab7" }, `SYNC ${segs[fw.sync].subnet}`));
+    svg.appendChild(el("text", { x: a.x - 84, y: a.y + 12, "text-anchor": "end", class: "small" }, "state sync, dashed"));
   }
   for (const [name, b] of Object.entries(bus)) {
     svg.appendChild(el("line", { x1: b.x1, y1: b.y, x2: b.x2, y2: b.y, stroke: "#444", "stroke-width": "4" }));
@@ -412,7 +425,10 @@ function renderTopology() {
       stroke = off ? "#999" : "#333";
     }
     const w = h.node ? 150 : 120;
-    g.appendChild(el("rect", { x: p.x - w / 2, y: p.y - 18, width: w, height: 36, rx: 4, fill, stroke, "stroke-width": h.node ? 2 : 1 }));
+    const syncAddr = h.node && fw.sync ? h.addresses[fw.sync] : null;
+    const tall = syncAddr ? 14 : 0;
+    g.appendChild(el("rect", { x: p.x - w / 2, y: p.y - 18, width: w, height: 36 + tall, rx: 4, fill, stroke, "stroke-width": h.node ? 2 : 1 }));
+    if (syncAddr) g.appendChild(el("text", { x: p.x, y: p.y + 26, "text-anchor": "middle", class: "small" }, `${fw.sync} ${syncAddr}`));
     g.appendChild(el("text", { x: p.x, y: p.y - 3, "text-anchor": "middle", "font-weight": "bold" }, h.name));
     g.appendChild(el("text", { x: p.x, y: p.y + 12, "text-anchor": "middle", class: "small" },
       h.node ? `${sub} (advskew ${h.advskew})` : `${sub} ${Object.values(h.addresses).join(", ")}`));
