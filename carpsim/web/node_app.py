@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from carpsim.errors import ConfigError
 from carpsim.web import pages, security
 from carpsim.web.config import WebConfig
 from carpsim.web.lab_source import node_topic
@@ -46,5 +47,9 @@ async def serve(cfg: WebConfig, status: StatusFn, name: str) -> web.AppRunner:
     app = build(status, name, allowed_hosts=security.allowed_hosts_for(cfg.host))
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
-    await web.TCPSite(runner, cfg.host, cfg.port, reuse_address=True).start()
+    try:
+        await web.TCPSite(runner, cfg.host, cfg.port, reuse_address=True).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigError("web.listen", f"cannot listen on {cfg.listen}: {exc.strerror}") from None
     return runner

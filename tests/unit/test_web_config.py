@@ -3,13 +3,14 @@ ConfigError naming the field."""
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import pytest
 
 from carpsim.errors import ConfigError
 from carpsim.runtime import nodeconfig
-from carpsim.web import config
+from carpsim.web import config, node_app
 
 NODE: dict[str, Any] = {
     "node": {"name": "n1"},
@@ -47,3 +48,14 @@ def test_node_config_has_no_pages_unless_it_asks() -> None:
     with pytest.raises(ConfigError) as exc:
         nodeconfig.parse({**NODE, "web": {"listen": "127.0.0.1:9090", "tls": True}})
     assert exc.value.field == "web.tls"
+
+
+async def test_a_busy_listen_address_is_a_config_error_naming_web_listen() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ConfigError) as exc:
+            await node_app.serve(config.WebConfig("127.0.0.1", port), lambda: {}, "n1")
+    assert exc.value.field == "web.listen"
+    assert f"127.0.0.1:{port}" in exc.value.message
