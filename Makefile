@@ -3,7 +3,7 @@
 #   make test   - sets everything up, then runs the whole test suite (unit .. interop)
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := iproute2 nftables conntrack ucarp tshark keepalived tcpdump iputils-ping arping python3-venv chromium
+APT_PACKAGES := iproute2 nftables conntrack ucarp tshark keepalived tcpdump iputils-ping arping isc-dhcp-client python3-venv chromium
 STAMP_APT := $(VENV)/.apt-done
 STAMP_PIP := $(VENV)/.pip-done
 

@@ -55,7 +55,8 @@ def fmt_time(t: int) -> str:
     secs = t % 86400
     y, mo, d = _civil(days)
     weekday = (days + 4) % 7  # 1970-01-01 was a Thursday
-    return f"{weekday} {y:04d}/{mo:02d}/{d:02d} {secs // 3600:02d}:{secs % 3600 // 60:02d}:{secs % 60:02d}"
+    clock = f"{secs // 3600:02d}:{secs % 3600 // 60:02d}:{secs % 60:02d}"
+    return f"{weekday} {y:04d}/{mo:02d}/{d:02d} {clock}"
 
 
 def _civil(days: int) -> tuple[int, int, int]:

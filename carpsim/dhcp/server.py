@@ -139,6 +139,11 @@ class DhcpServer:
         if lease.state is ACTIVE and lease.ends is not None:
             heapq.heappush(self._expiry, (lease.ends, lease.address))
 
+    def clock(self, now: float, wall: int) -> list[Action]:
+        """Tell the machine the wall clock (at start): runs expiry of loaded leases."""
+        self._wall_offset = wall - now
+        return self.on_timer(now)
+
     def on_timer(self, now: float) -> list[Action]:
         for address in [a for a, h in self._holds.items() if h.until <= now]:
             self._unhold(address)
