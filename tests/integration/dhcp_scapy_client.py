@@ -15,7 +15,12 @@ import json
 import sys
 from typing import Any
 
-from scapy.all import BOOTP, DHCP, IP, UDP, Ether, conf, get_if_hwaddr, sendp, srp1
+from scapy.arch import get_if_hwaddr
+from scapy.config import conf
+from scapy.layers.dhcp import BOOTP, DHCP
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Ether
+from scapy.sendrecv import sendp, srp1
 
 IFACE, OUT, HERE = sys.argv[1], sys.argv[2], sys.argv[3]
 conf.checkIPaddr = False
