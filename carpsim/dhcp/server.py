@@ -14,6 +14,7 @@ runs off the single monotonic timer.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -37,6 +38,12 @@ MAX_HOLDS = 4096
 MAX_PING_TRIES = 3
 MAX_POOL = 65536
 ACTIVE, FREE, ABANDONED = BindingState.ACTIVE, BindingState.FREE, BindingState.ABANDONED
+CANDIDATE_STATES = (FREE, BindingState.BACKUP, BindingState.EXPIRED, BindingState.RELEASED)
+REFUSALS_PER_LIST = 64
+"""Candidates the policy may refuse in one index list before the search moves on (a
+secondary walks past the primary's FREE leases to its BACKUP ones); a full scan follows only
+when the bounded search found nothing."""
+USED_LOOKAHEAD = 256
 
 
 @dataclass
@@ -73,9 +80,15 @@ class DhcpServer:
         self._pool = [IPv4Address(a) for a in range(first, last + 1)]
         # Never hand out the addresses the server itself stands for.
         self._never = {settings.interface_address, settings.router, *settings.dns}
+        # Sorted candidate lists per (state, never bound) so a DISCOVER does not walk the pool.
+        self._index: dict[tuple[BindingState, bool], list[int]] = {
+            (state, fresh): [] for state in CANDIDATE_STATES for fresh in (True, False)
+        }
+        self._indexed: dict[int, tuple[BindingState, bool]] = {}
         for address in self._pool:
             if address not in self.db:
                 self.db.put(Lease(address, FREE))
+            self._reindex(self.db.get(address))
         for lease in self.db.in_state(ACTIVE):
             if lease.ends is not None:
                 heapq.heappush(self._expiry, (lease.ends, lease.address))
@@ -131,8 +144,13 @@ class DhcpServer:
         return actions + self._allocate(now, wall, msg, hold.tries + 1)
 
     def update_lease(self, lease: Lease) -> None:
-        """A binding from the failover peer (already persisted by whoever received it)."""
+        """A binding from the failover peer (already persisted by whoever received it).
+
+        Changes to the shared `LeaseDB` must come through here (or the server's own
+        actions): the candidate index follows them.
+        """
         self.db.put(lease)
+        self._reindex(lease)
         hold = self._holds.get(lease.address)
         if lease.state is ACTIVE and hold is not None and not self._owns(lease, hold.key):
             self._unhold(lease.address)
@@ -280,25 +298,71 @@ class DhcpServer:
 
     def _choose(self, msg: DhcpMessage, wall: int) -> IPv4Address | None:
         """The address to offer: the client's last one, the one it asks for, else a free one."""
-        key = msg.client_key
         prev = self._client_lease(msg)
         if prev is not None and self._can_give(prev.address, msg, wall):
             return prev.address
         wanted = msg.requested_ip
         if wanted is not None and self._can_give(wanted, msg, wall):
             return wanted
+        found = self._search(msg, wall)
+        return found if found is not None else self._scan_all(msg, wall)
+
+    def _search(self, msg: DhcpMessage, wall: int) -> IPv4Address | None:
+        """Never-bound addresses first (no earlier client comes back for them), lowest first;
+        then, among previously bound ones, the one free the longest, as dhcpd does."""
+        for state in CANDIDATE_STATES:
+            for value in self._index[(state, True)][:REFUSALS_PER_LIST]:
+                address = IPv4Address(value)
+                if self._can_give(address, msg, wall):
+                    return address
+        best: Lease | None = None
+        for state in CANDIDATE_STATES:
+            refused = accepted = 0
+            for value in self._index[(state, False)]:
+                address = IPv4Address(value)
+                if not self._can_give(address, msg, wall):
+                    refused += 1
+                    if refused >= REFUSALS_PER_LIST:
+                        break
+                    continue
+                lease = self.db.get(address)
+                assert lease is not None
+                if best is None or lease.starts < best.starts:
+                    best = lease
+                accepted += 1
+                if accepted >= USED_LOOKAHEAD:
+                    break
+        return None if best is None else best.address
+
+    def _scan_all(self, msg: DhcpMessage, wall: int) -> IPv4Address | None:
+        """Every pool address, for when the bounded search came back empty."""
         reused: Lease | None = None
         for address in self._pool:
             lease = self.db.get(address)
-            if lease is None or lease.state is ACTIVE or self._held_by_other(address, key):
-                continue
-            if not self._can_give(address, msg, wall):
+            if lease is None or lease.state is ACTIVE or not self._can_give(address, msg, wall):
                 continue
             if not lease.hw_address and lease.client_id is None:
-                return address  # never bound: no earlier client comes back for it
+                return address
             if reused is None or lease.starts < reused.starts:
-                reused = lease  # otherwise the one free the longest, as dhcpd does
+                reused = lease
         return None if reused is None else reused.address
+
+    def _reindex(self, lease: Lease | None) -> None:
+        if lease is None:
+            return
+        value = int(lease.address)
+        old = self._indexed.pop(value, None)
+        if old is not None:
+            items = self._index[old]
+            i = bisect.bisect_left(items, value)
+            if i < len(items) and items[i] == value:
+                del items[i]
+        if lease.state in CANDIDATE_STATES and not lease.reserved:
+            if not (int(self.settings.range_start) <= value <= int(self.settings.range_end)):
+                return
+            key = (lease.state, not lease.hw_address and lease.client_id is None)
+            bisect.insort(self._index[key], value)
+            self._indexed[value] = key
 
     def _client_lease(self, msg: DhcpMessage) -> Lease | None:
         cid = msg.client_id
@@ -422,6 +486,7 @@ class DhcpServer:
         old = self.db.get(new.address) if in_pool else None
         if in_pool:
             self.db.put(new)
+            self._reindex(new)
         if new.state is ACTIVE and new.ends is not None:
             heapq.heappush(self._expiry, (new.ends, new.address))
         return [LeaseChanged(new, old, in_pool)]

@@ -327,3 +327,39 @@ def test_bad_bytes_are_counted() -> None:
     assert srv.receive(0, W, bootp) == []
     assert srv.drops["bootp"] == 1
     assert Lease(FIRST, BindingState.FREE) == srv.db.get(FIRST)
+
+
+class BackupOnly(Standalone):
+    """A secondary in normal state: only BACKUP leases are its to give."""
+
+    def may_allocate(self, lease: Lease, wall: int) -> bool:
+        return lease.state is BindingState.BACKUP
+
+
+class HighHalf(Standalone):
+    def may_allocate(self, lease: Lease, wall: int) -> bool:
+        return super().may_allocate(lease, wall) and lease.address >= FIRST + 100
+
+
+def test_search_walks_past_addresses_the_policy_refuses() -> None:
+    srv = DhcpServer(settings(size=150), BackupOnly())
+    for i in range(140, 150):
+        lease = srv.db.get(FIRST + i)
+        assert lease is not None
+        srv.update_lease(replace(lease, state=BindingState.BACKUP))
+    got = tx(srv.handle(0, W, client_msg(T.DISCOVER, mac(1)))).message.yiaddr
+    assert got == FIRST + 140
+    # More refusals than the bounded search tries: the full scan still finds one.
+    deep = DhcpServer(settings(size=150), HighHalf())
+    assert tx(deep.handle(0, W, client_msg(T.DISCOVER, mac(1)))).message.yiaddr == FIRST + 100
+
+
+def test_previously_bound_address_free_the_longest_is_reused_first() -> None:
+    srv = DhcpServer(settings(size=3), Standalone())
+    for n, when in ((1, 50), (2, 10), (3, 30)):
+        a = dora(srv, n)
+        srv.handle(0, W + when, client_msg(T.RELEASE, mac(n), ciaddr=a, server_id=SERVER))
+    oldest = tx(srv.handle(0, W + 60, client_msg(T.DISCOVER, mac(9)))).message.yiaddr
+    lease = srv.db.get(oldest)
+    assert lease is not None
+    assert lease.starts == W + 10
