@@ -152,7 +152,7 @@ class DhcpServer:
         self.db.put(lease)
         self._reindex(lease)
         hold = self._holds.get(lease.address)
-        if lease.state is ACTIVE and hold is not None and not self._owns(lease, hold.key):
+        if lease.state is ACTIVE and hold is not None and not self._owns_key(lease, hold.key):
             self._unhold(lease.address)
         if lease.state is ACTIVE and lease.ends is not None:
             heapq.heappush(self._expiry, (lease.ends, lease.address))
@@ -236,7 +236,7 @@ class DhcpServer:
             return []
         hold = self._holds.get(address)
         held = hold is not None and hold.key == msg.client_key
-        if not held and not self._owns(lease, msg.client_key, msg):
+        if not held and not self._owns(lease, msg):
             self.drops["declineunknown"] += 1
             return []
         self._unhold(address)
@@ -246,7 +246,7 @@ class DhcpServer:
 
     def _release(self, now: float, wall: int, msg: DhcpMessage, rule: Rule) -> list[Action]:
         lease = self.db.get(msg.ciaddr)
-        if lease is None or lease.state is not ACTIVE or not self._owns(lease, b"", msg):
+        if lease is None or lease.state is not ACTIVE or not self._owns(lease, msg):
             self.drops["releaseunknown"] += 1
             return []
         released = replace(lease, state=BindingState.RELEASED, starts=wall, ends=wall, cltt=wall)
@@ -267,17 +267,24 @@ class DhcpServer:
     def _static_for(self, msg: DhcpMessage) -> StaticMapping | None:
         return self._static_by_mac.get(msg.chaddr) if msg.htype == 1 else None
 
-    def _owns(self, lease: Lease, key: bytes, msg: DhcpMessage | None = None) -> bool:
-        """Is `lease` bound to the client with this key (client id, else chaddr)?"""
-        if msg is not None:
-            cid = msg.client_id
-            if cid is not None and lease.client_id is not None:
-                return cid == lease.client_id
-            return lease.hw_address == msg.chaddr and lease.hw_type == msg.htype
-        return key in (lease.client_id, lease.hw_address) and bool(key)
+    @staticmethod
+    def _owns(lease: Lease, msg: DhcpMessage) -> bool:
+        """Is `lease` bound to this client? By client id when both have one, else by MAC."""
+        cid = msg.client_id
+        if cid is not None and lease.client_id is not None:
+            return cid == lease.client_id
+        return bool(lease.hw_address) and (lease.hw_address, lease.hw_type) == (
+            msg.chaddr,
+            msg.htype,
+        )
+
+    @staticmethod
+    def _owns_key(lease: Lease, key: bytes) -> bool:
+        """The same, from a hold's client key (client id, else chaddr)."""
+        return bool(key) and key in (lease.client_id, lease.hw_address)
 
     def _active_for_other(self, lease: Lease, msg: DhcpMessage) -> bool:
-        return lease.state is ACTIVE and not self._owns(lease, b"", msg)
+        return lease.state is ACTIVE and not self._owns(lease, msg)
 
     def _held_by_other(self, address: IPv4Address, key: bytes) -> bool:
         hold = self._holds.get(address)
@@ -293,7 +300,7 @@ class DhcpServer:
         if self._held_by_other(address, msg.client_key):
             return False
         if lease.state is ACTIVE:
-            return self._owns(lease, b"", msg)
+            return self._owns(lease, msg)
         return self.policy.may_allocate(lease, wall)
 
     def _choose(self, msg: DhcpMessage, wall: int) -> IPv4Address | None:
@@ -369,7 +376,7 @@ class DhcpServer:
         lease = self.db.by_client_id(cid) if cid is not None else None
         if lease is None:
             lease = self.db.by_hw(msg.htype, msg.chaddr)
-        return lease if lease is not None and self._owns(lease, b"", msg) else None
+        return lease if lease is not None and self._owns(lease, msg) else None
 
     def _allocate(self, now: float, wall: int, msg: DhcpMessage, tries: int) -> list[Action]:
         static = self._static_for(msg)
@@ -389,7 +396,7 @@ class DhcpServer:
             return [Log(f"DHCPDISCOVER from {_mac(msg.chaddr)} via {self._if}: no free leases")]
         lease = self.db.get(address)
         assert lease is not None
-        known = self._owns(lease, b"", msg)
+        known = self._owns(lease, msg)
         if self.settings.ping_check and not known:
             self._hold(address, msg.client_key, now + PING_GUARD, msg, tries)
             return [PingCheck(address)]
@@ -422,7 +429,7 @@ class DhcpServer:
         lease = self.db.get(address)
         if lease is None or address in self._static_addrs or address in self._never:
             return self._nak(msg, address, "address not in pool")
-        if self._owns(lease, b"", msg) and lease.state is not ABANDONED:
+        if self._owns(lease, msg) and lease.state is not ABANDONED:
             if lease.state is ACTIVE or self.policy.may_allocate(lease, wall):
                 return self._ack(msg, address, wall, None)
             self.drops["peerlease"] += 1

@@ -5,7 +5,8 @@
 Sends, on IFACE, with scapy: a DISCOVER with the broadcast flag (the OFFER must come to
 ff:ff:ff:ff:ff:ff), the REQUEST, a DECLINE of the acknowledged address, a second DORA, an
 INFORM from a configured address (the ACK is unicast to it), an INIT-REBOOT REQUEST for a
-foreign address (NAK) and a RELEASE. HERE is the address configured on IFACE (for INFORM).
+foreign address (NAK) and a RELEASE. HERE is the address configured on IFACE (for INFORM),
+or ``silent``: send one DISCOVER and record whatever answers.
 Writes what came back as JSON.
 """
 
@@ -81,6 +82,12 @@ def dora(xid: int, flags: int) -> tuple[Any, Any]:
 
 
 result: dict[str, Any] = {}
+if HERE == "silent":
+    # Only a DISCOVER: on an interface the server is not configured for, nothing may answer.
+    result["reply"] = summary(send([("message-type", "discover")], 0x2001, 0x8000))
+    with open(OUT, "w") as f:
+        json.dump(result, f)
+    sys.exit(0)
 offer, ack = dora(0x1001, 0x8000)
 result["offer_bcast"] = summary(offer)
 result["ack_bcast"] = summary(ack)

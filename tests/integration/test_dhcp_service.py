@@ -101,6 +101,9 @@ def test_dhclient_scapy_and_restart(lan: Lan, tmp_path: Path) -> None:
     lan.plug("srv", "eth0", f"{SERVER}/24")
     lan.plug("cli", "eth0", None)
     lan.plug("sc", "eth0", "192.168.110.50/24")
+    # A second interface the service is not configured for: it must stay silent there.
+    lan.plug("srv", "eth1", "192.168.111.2/24", bridge="br1")
+    lan.plug("other", "eth0", None, bridge="br1")
     server = start_server(lan, tmp_path, 1)
 
     line = dhclient(lan, tmp_path)
@@ -149,6 +152,17 @@ def test_dhclient_scapy_and_restart(lan: Lan, tmp_path: Path) -> None:
         5,
         what="released",
     )
+
+    silent = tmp_path / "silent.json"
+    other = lan.host("other")
+    lan.sh(other, sys.executable, str(HERE / "dhcp_scapy_client.py"), "eth0", str(silent), "silent")
+    assert json.loads(silent.read_text())["reply"] is None
+    # The reply would leave through eth0 anyway: the proof is that the server never saw it.
+    other_mac = lan.sh(other, "cat", "/sys/class/net/eth0/address").strip()
+    sc_mac = lan.sh(lan.host("sc"), "cat", "/sys/class/net/eth0/address").strip()
+    log = (tmp_path / "server1.log").read_text()
+    assert f"DHCPDISCOVER from {sc_mac} via eth0" in log
+    assert other_mac not in log
 
     # Crash the server: the lease file still holds the acknowledged lease.
     server.send_signal(signal.SIGKILL)
