@@ -74,6 +74,10 @@ class DhcpServer:
         self._static_addrs = {m.ipaddr for m in settings.staticmaps}
         self._wall_offset: float | None = None
         self._expiry: list[tuple[int, IPv4Address]] = []
+        # Lazy heaps: stale entries are skipped when they surface; both are rebuilt when they
+        # outgrow what they index, so a renewal flood cannot grow them without bound.
+        self._hold_heap: list[tuple[float, int, IPv4Address]] = []
+        self._hold_seq = 0
         first, last = int(settings.range_start), int(settings.range_end)
         if last - first + 1 > MAX_POOL:
             raise ConfigError("range", f"more than {MAX_POOL} addresses")
@@ -91,7 +95,7 @@ class DhcpServer:
             self._reindex(self.db.get(address))
         for lease in self.db.in_state(ACTIVE):
             if lease.ends is not None:
-                heapq.heappush(self._expiry, (lease.ends, lease.address))
+                self._push_expiry(lease.ends, lease.address)
 
     # ---- inputs -------------------------------------------------------------------------
 
@@ -131,7 +135,7 @@ class DhcpServer:
         msg = hold.discover
         if not answered:
             hold.discover = None
-            hold.until = now + OFFER_HOLD
+            self._arm(address, hold, now + OFFER_HOLD)
             return self._offer(msg, address, wall)
         self._unhold(address)
         old = self.db.get(address)
@@ -155,7 +159,7 @@ class DhcpServer:
         if lease.state is ACTIVE and hold is not None and not self._owns_key(lease, hold.key):
             self._unhold(lease.address)
         if lease.state is ACTIVE and lease.ends is not None:
-            heapq.heappush(self._expiry, (lease.ends, lease.address))
+            self._push_expiry(lease.ends, lease.address)
 
     def clock(self, now: float, wall: int) -> list[Action]:
         """Tell the machine the wall clock (at start): runs expiry of loaded leases."""
@@ -163,8 +167,8 @@ class DhcpServer:
         return self.on_timer(now)
 
     def on_timer(self, now: float) -> list[Action]:
-        for address in [a for a, h in self._holds.items() if h.until <= now]:
-            self._unhold(address)
+        while (first := self._first_hold()) is not None and first[0] <= now:
+            self._unhold(first[1])
         if self._wall_offset is None:
             return []
         wall = int(now + self._wall_offset)
@@ -179,7 +183,8 @@ class DhcpServer:
         return actions
 
     def next_deadline(self) -> float | None:
-        times = [h.until for h in self._holds.values()]
+        first = self._first_hold()
+        times = [] if first is None else [first[0]]
         if self._expiry and self._wall_offset is not None:
             times.append(self._expiry[0][0] - self._wall_offset)
         return min(times) if times else None
@@ -388,7 +393,7 @@ class DhcpServer:
             if hold.discover is not None:
                 return []  # a retransmitted DISCOVER while its ping is still out
             if self._can_give(current, msg, wall):
-                hold.until = now + OFFER_HOLD
+                self._arm(current, hold, now + OFFER_HOLD)
                 return self._offer(msg, current, wall)
         address = self._choose(msg, wall)
         if address is None:
@@ -495,7 +500,7 @@ class DhcpServer:
             self.db.put(new)
             self._reindex(new)
         if new.state is ACTIVE and new.ends is not None:
-            heapq.heappush(self._expiry, (new.ends, new.address))
+            self._push_expiry(new.ends, new.address)
         return [LeaseChanged(new, old, in_pool)]
 
     # ---- offer holds --------------------------------------------------------------------
@@ -513,11 +518,43 @@ class DhcpServer:
             self._unhold(previous)
         if len(self._holds) >= MAX_HOLDS and address not in self._holds:
             # Bounded: the hold closest to expiry makes room (its client will retry).
-            victim = min(self._holds, key=lambda a: self._holds[a].until)
-            self._unhold(victim)
+            first = self._first_hold()
+            assert first is not None
+            self._unhold(first[1])
             self.drops["holdevicted"] += 1
-        self._holds[address] = _Hold(key, until, discover, tries)
+        hold = _Hold(key, until, discover, tries)
+        self._holds[address] = hold
         self._hold_of[key] = address
+        self._arm(address, hold, until)
+
+    def _arm(self, address: IPv4Address, hold: _Hold, until: float) -> None:
+        hold.until = until
+        self._hold_seq += 1
+        heapq.heappush(self._hold_heap, (until, self._hold_seq, address))
+        if len(self._hold_heap) > 4 * len(self._holds) + 64:
+            self._hold_heap = [(h.until, i, a) for i, (a, h) in enumerate(self._holds.items())]
+            heapq.heapify(self._hold_heap)
+
+    def _first_hold(self) -> tuple[float, IPv4Address] | None:
+        """The hold that ends first (dropping stale heap entries on the way)."""
+        heap = self._hold_heap
+        while heap:
+            until, _, address = heap[0]
+            hold = self._holds.get(address)
+            if hold is not None and hold.until == until:
+                return until, address
+            heapq.heappop(heap)
+        return None
+
+    def _push_expiry(self, ends: int, address: IPv4Address) -> None:
+        heapq.heappush(self._expiry, (ends, address))
+        if len(self._expiry) > 4 * len(self.db) + 1024:
+            self._expiry = [
+                (lease.ends, lease.address)
+                for lease in self.db.in_state(ACTIVE)
+                if lease.ends is not None
+            ]
+            heapq.heapify(self._expiry)
 
     def _unhold(self, address: IPv4Address) -> None:
         hold = self._holds.pop(address, None)
