@@ -26,6 +26,7 @@ from typing import Any
 
 from carpsim.dhcp.actions import Action, LeaseChanged, Log, PingCheck, Transmit
 from carpsim.dhcp.lease import BindingState, Lease, LeaseDB
+from carpsim.dhcp.leasefile import FailoverStateRecord, LeaseFile
 from carpsim.dhcp.policy import FailoverPolicy, Standalone
 from carpsim.dhcp.server import DhcpServer
 from carpsim.dhcp.settings import DhcpServerSettings, StaticMapping
@@ -42,6 +43,21 @@ def wall_clock() -> int:
     return int(time.time())
 
 
+def lease_path(lease_dir: Path, interface: str) -> Path:
+    """Where `DhcpService` keeps an interface's lease file."""
+    return lease_dir / f"dhcpd.{interface}.leases"
+
+
+def saved_failover_state(lease_dir: Path, interface: str) -> dict[str, FailoverStateRecord]:
+    """The failover state blocks of an interface's lease file, read before the service starts
+    (the failover machine starts from them, and the policy it makes is the service's input)."""
+    store = LeaseStore(lease_path(lease_dir, interface))
+    try:
+        return store.peek().failover
+    finally:
+        store.close()
+
+
 class InterfaceService:
     def __init__(
         self,
@@ -54,6 +70,8 @@ class InterfaceService:
         self.settings = settings
         self.store = LeaseStore(lease_file)
         loaded = self.store.load()
+        self.loaded: LeaseFile = loaded
+        """What the file held at start (leases, failover state blocks, skipped count)."""
         leases = [x for x in loaded.leases.values() if x.address in settings.subnet]
         self.server = DhcpServer(settings, policy, LeaseDB(leases))
         self.driver: Driver[Action] = Driver(self.server, self._execute, loop)
@@ -105,6 +123,10 @@ class InterfaceService:
         self.server.update_lease(lease)
         self.driver.feed(self.server.clock, wall_clock())
 
+    def persist_failover_state(self, record: FailoverStateRecord) -> None:
+        """Write a failover state block (fsynced) before the state change takes effect."""
+        self.store.append([], [record])
+
     def status(self) -> dict[str, Any]:
         out = status(self.settings, self.server.db, self.server.drops)
         out["sent"] = dict(self.sent)
@@ -134,7 +156,7 @@ class DhcpService:
         try:
             for s in settings:
                 policy = (policies or {}).get(s.interface) or Standalone()
-                path = lease_dir / f"dhcpd.{s.interface}.leases"
+                path = lease_path(lease_dir, s.interface)
                 self.interfaces[s.interface] = InterfaceService(
                     s, policy, path, loop, on_lease_changed
                 )
@@ -144,6 +166,10 @@ class DhcpService:
 
     def status(self) -> list[dict[str, Any]]:
         return [svc.status() for svc in self.interfaces.values()]
+
+    def update_lease(self, interface: str, lease: Lease) -> None:
+        """A binding the failover peer sent (BNDUPD) for `interface`: persist, then apply."""
+        self.interfaces[interface].update_lease(lease)
 
     def lease_counts(self) -> dict[tuple[str, str], int]:
         """(interface, binding state) -> leases, for the metrics gauge."""

@@ -42,8 +42,8 @@ class LeaseStore:
         self._journal = 0
         self._base = 0
 
-    def load(self) -> LeaseFile:
-        """Read the file (missing = empty), then rewrite it compacted, as dhcpd does at start."""
+    def peek(self) -> LeaseFile:
+        """Parse the file as it is (missing = empty), changing nothing."""
         try:
             with self.path.open("rb") as f:
                 raw = f.read(MAX_TEXT + 1)
@@ -51,7 +51,11 @@ class LeaseStore:
             raw = b""
         if len(raw) > MAX_TEXT:
             raise DecodeError("long", f"{self.path} is over {MAX_TEXT} bytes")
-        got = parse(raw.decode("utf-8", errors="replace"))
+        return parse(raw.decode("utf-8", errors="replace"))
+
+    def load(self) -> LeaseFile:
+        """Read the file, then rewrite it compacted, as dhcpd does at start."""
+        got = self.peek()
         self._current = dict(got.leases)
         self._failover = dict(got.failover)
         self.compact()

@@ -134,3 +134,21 @@ def test_typed_accessors_reject_bad_lengths() -> None:
     msg = base(options=((o.REQUESTED_IP, b"\x01\x02"),))
     with pytest.raises(DecodeError):
         _ = msg.requested_ip
+
+
+def test_describe_for_decode_lines() -> None:
+    from carpsim.dhcp.describe import describe  # noqa: PLC0415
+
+    ack = describe(capture_messages()[3])
+    assert ack["kind"] == "dhcp"
+    assert ack["type"] == "ACK"
+    assert ack["xid"] == 0xB36EDC7C
+    assert ack["chaddr"] == "02:00:00:00:01:02"
+    assert ack["yiaddr"] == "192.168.110.150"
+    assert ack["router"] == ["192.168.110.254"]
+    assert ack["dns"] == ["192.168.110.254"]
+    assert ack["server_id"] == "192.168.110.2"
+    assert ack["lease_time"] == 30
+    odd = describe(base(options=((o.ROUTER, b"\x01\x02\x03"),)))
+    assert odd["type"] == "BOOTREQUEST"
+    assert odd["malformed"] == ["router"]
