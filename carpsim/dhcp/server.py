@@ -118,6 +118,9 @@ class DhcpServer:
         if msg.giaddr != ZERO and msg.giaddr not in self.settings.subnet:
             self.drops["wrongnet"] += 1
             return []
+        if not msg.client_key:
+            self.drops["noclientkey"] += 1  # no chaddr, no client id: nothing to bind to
+            return []
         key = classify(msg, self.settings.interface_address, self.policy, to_broadcast)
         self.last_rule = key
         rule = TRANSITIONS[key]
@@ -171,9 +174,11 @@ class DhcpServer:
             self._unhold(first[1])
         if self._wall_offset is None:
             return []
-        wall = int(now + self._wall_offset)
+        # Float slack: the deadline handed out is ends - offset, which must count as reached.
+        wall_f = now + self._wall_offset + 1e-3
+        wall = int(wall_f)
         actions: list[Action] = []
-        while self._expiry and self._expiry[0][0] <= wall:
+        while self._expiry and self._expiry[0][0] <= wall_f:
             ends, address = heapq.heappop(self._expiry)
             lease = self.db.get(address)
             if lease is not None and lease.state is ACTIVE and lease.ends == ends:

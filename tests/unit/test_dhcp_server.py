@@ -363,3 +363,21 @@ def test_previously_bound_address_free_the_longest_is_reused_first() -> None:
     lease = srv.db.get(oldest)
     assert lease is not None
     assert lease.starts == W + 10
+
+
+def test_lease_expiry_deadline_is_reached_exactly() -> None:
+    # An odd offset between the clocks: the deadline handed out must expire the lease.
+    srv = DhcpServer(settings(), Standalone())
+    dora(srv, 1, now=1234.567, lease_time=60)
+    deadline = srv.next_deadline()
+    assert deadline is not None
+    changed = [a for a in srv.on_timer(deadline) if isinstance(a, LeaseChanged)]
+    assert [c.lease.state for c in changed] == [BindingState.EXPIRED]
+    assert srv.next_deadline() is None
+
+
+def test_message_without_any_client_key_is_dropped() -> None:
+    srv = DhcpServer(settings(), Standalone())
+    msg = replace(client_msg(T.DISCOVER, mac(1)), chaddr=b"")
+    assert srv.handle(0, W, msg) == []
+    assert srv.drops["noclientkey"] == 1
