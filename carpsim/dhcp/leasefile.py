@@ -27,7 +27,9 @@ from carpsim.errors import DecodeError
 MAX_TEXT = 64 * 1024 * 1024
 STATE_NAMES = {s: s.name.lower() for s in BindingState}
 _BY_NAME = {v: k for k, v in STATE_NAMES.items()}
-_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[{};]|[^\s{};"]+')
+# The closing quote is optional so that a string torn by a crash swallows the rest of the text:
+# a "}" inside it must not close the torn block and pass a half-written lease as complete.
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"?|[{};]|[^\s{};"]+')
 
 
 @dataclass(frozen=True)

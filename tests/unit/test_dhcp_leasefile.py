@@ -91,3 +91,15 @@ def test_any_prefix_parses_to_a_subset(items: list[Lease], data: st.DataObject) 
 @settings(max_examples=300)
 def test_garbage_never_raises(text: str) -> None:
     leasefile.parse(text)
+
+
+def test_a_brace_inside_a_torn_string_does_not_close_the_block() -> None:
+    # Found by the prefix property: a crash right after `client-hostname "}` used to close the
+    # lease block at that brace and pass a lease without its hostname as complete.
+    lease = Lease(
+        IPv4Address("10.0.0.1"), BindingState.ACTIVE, hostname="}", hw_address=b"\x01" * 6
+    )
+    text = format_file([lease])
+    for cut in range(len(text) + 1):
+        for got in parse(text[:cut]).leases.values():
+            assert got == lease, f"cut at {cut}"
