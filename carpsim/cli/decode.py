@@ -18,14 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from carpsim.errors import ConfigError, DecodeError
-from carpsim.pcap import (
-    ETHERTYPE_ARP,
-    ETHERTYPE_IPV4,
-    PcapError,
-    gratuitous_arp_ip,
-    network_payload,
-    read_frames,
-)
 from carpsim.protocol.codec import (
     CarpAuth,
     carp_checksum,
@@ -36,6 +28,14 @@ from carpsim.protocol.codec import (
 from carpsim.protocol.constants import IPPROTO_CARP
 from carpsim.statesync.codec import describe_frame
 from carpsim.statesync.constants import IPPROTO_PFSYNC
+from carpsim.wire.pcap import (
+    ETHERTYPE_ARP,
+    ETHERTYPE_IPV4,
+    PcapError,
+    gratuitous_arp_ip,
+    network_payload,
+    read_frames,
+)
 
 
 @dataclass

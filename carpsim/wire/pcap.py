@@ -3,7 +3,7 @@
 It parses bytes only (the caller reads the file), supports both byte orders, microsecond and
 nanosecond pcap, pcapng with several interfaces, and unwraps Ethernet (with 802.1Q tags),
 Linux cooked v1/v2 and raw-IP link types down to the network-layer packet. Malformed files
-raise `PcapError`, a `CarpsimError`, so the CLI prints one line.
+raise `PcapError`, a `DecodeError` (reason ``badpcap``), so the CLI prints one line.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from carpsim.errors import CarpsimError
+from carpsim.errors import DecodeError
 
 LINKTYPE_ETHERNET = 1
 LINKTYPE_RAW = 101
@@ -38,8 +38,15 @@ _PCAPNG_SPB = 3
 _PCAPNG_BYTE_ORDER = 0x1A2B3C4D
 
 
-class PcapError(CarpsimError):
+class PcapError(DecodeError):
     """The file is not a capture this reader understands."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("badpcap", detail)
+
+    def __str__(self) -> str:
+        # The CLI prints this line as is; the reason is for counters, not for people.
+        return self.detail
 
 
 @dataclass(frozen=True)
@@ -52,11 +59,16 @@ class Frame:
 def read_frames(blob: bytes) -> Iterator[Frame]:
     """Yield every captured frame of a pcap or pcapng file's contents."""
     if len(blob) >= 4 and blob[:4] in _PCAP_MAGICS:
-        yield from _read_pcap(blob)
+        reader = _read_pcap(blob)
     elif len(blob) >= 12 and int.from_bytes(blob[:4], "little") == _PCAPNG_SHB:
-        yield from _read_pcapng(blob)
+        reader = _read_pcapng(blob)
     else:
         raise PcapError("not a pcap or pcapng file (unknown magic number)")
+    try:
+        yield from reader
+    except (struct.error, IndexError) as exc:
+        # A block shorter than its own fixed fields: one error type for every malformed file.
+        raise PcapError(f"malformed capture ({exc})") from exc
 
 
 def _read_pcap(blob: bytes) -> Iterator[Frame]:
