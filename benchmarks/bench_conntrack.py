@@ -16,10 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-from carpsim.net import ctnetlink as nl
 from carpsim.net import netns
 from carpsim.net.conntrack import KernelConntrackTable, enable_events
 from carpsim.statesync.record import FlowKey, StateRecord, TcpState
+from carpsim.wire import ctnetlink as nl
 
 RULES = """
 table ip t {

@@ -13,19 +13,12 @@ import argparse
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 from typing import Any
 
 from carpsim.errors import ConfigError, DecodeError
-from carpsim.pcap import (
-    ETHERTYPE_ARP,
-    ETHERTYPE_IPV4,
-    PcapError,
-    gratuitous_arp_ip,
-    network_payload,
-    read_frames,
-)
 from carpsim.protocol.codec import (
     CarpAuth,
     carp_checksum,
@@ -36,6 +29,14 @@ from carpsim.protocol.codec import (
 from carpsim.protocol.constants import IPPROTO_CARP
 from carpsim.statesync.codec import describe_frame
 from carpsim.statesync.constants import IPPROTO_PFSYNC
+from carpsim.wire.pcap import (
+    ETHERTYPE_ARP,
+    ETHERTYPE_IPV4,
+    PcapError,
+    gratuitous_arp_ip,
+    network_payload,
+    read_frames,
+)
 
 
 @dataclass
@@ -212,7 +213,17 @@ def render_table(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def dissector_path() -> Path:
+    """The Wireshark Lua dissector shipped inside the installed package (package data)."""
+    return Path(str(resources.files("carpsim") / "dissectors" / "pfsync.lua"))
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.dissector_path:
+        print(dissector_path())
+        return 0
+    if args.file is None:
+        raise ConfigError("file", "a capture file is required (or --dissector-path)")
     password = args.password.encode() if args.password is not None else None
     records = decode_capture(Path(args.file), password=password, vips=args.vip)
     if args.json:
@@ -227,7 +238,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "decode", help="decode CARP adverts (VRRP shown as such) and pfsync frames in a capture"
     )
-    p.add_argument("file", help="capture file (pcap or pcapng; Ethernet or Linux cooked)")
+    p.add_argument(
+        "file", nargs="?", help="capture file (pcap or pcapng; Ethernet or Linux cooked)"
+    )
     p.add_argument("--password", help="CARP password, to verify the HMAC")
     p.add_argument(
         "--vip",
@@ -237,4 +250,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="virtual IP in the HMAC (repeatable); default: inferred from gratuitous ARPs",
     )
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument(
+        "--dissector-path",
+        action="store_true",
+        help="print where the pfsync Lua dissector is installed (tshark -X lua_script:PATH)",
+    )
     p.set_defaults(func=run)

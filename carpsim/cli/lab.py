@@ -12,12 +12,12 @@ import os
 import sys
 from typing import Any
 
+from carpsim.cli.unsinkable import add_parser as add_unsinkable_parser
 from carpsim.cli.web import add_parser as add_web_parser
 from carpsim.errors import ConfigError
 from carpsim.lab import builder, status
 from carpsim.lab.session import Lab, LabAlreadyUpError, resolve_prefix
 from carpsim.lab.state import LabPaths, remove_run_dir
-from carpsim.lab.unsinkable import add_parser as add_unsinkable_parser
 
 
 def _say(line: str) -> None:
@@ -133,7 +133,7 @@ def register(subparsers: Any) -> None:
     p = sub.add_parser("down", help="remove everything the lab created (idempotent)")
     p.set_defaults(func=_down)
 
-    add_unsinkable_parser(sub)  # `carpsim lab unsinkable` (carpsim/lab/unsinkable.py)
+    add_unsinkable_parser(sub)  # `carpsim lab unsinkable` (carpsim/cli/unsinkable.py)
     add_web_parser(sub)  # `carpsim lab web` (carpsim/cli/web.py)
 
     for action in sub.choices.values():

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from carpsim.errors import EnvironmentProblem
 from carpsim.lab.verdict import CarpEvent, PingSample, StreamEnd, StreamSample
 
 _STATE_COLOURS = {"MASTER": "#2ca02c", "BACKUP": "#1f77b4", "INIT": "#bbbbbb", "off": "#d62728"}
@@ -81,7 +82,19 @@ def throughput(tl: Timeline, bin_s: float = 0.5) -> dict[str, tuple[list[float],
     return {slot: (xs, [b * 8 / bin_s / 1e6 for b in bins]) for slot, bins in sorted(slots.items())}
 
 
+_NO_MATPLOTLIB = "the timeline PNG needs matplotlib: pip install 'carpsim[lab]' (or drop --png)"
+
+
+def require_matplotlib() -> None:
+    """Fail in one line when the optional plotting dependency is not installed."""
+    try:
+        import matplotlib  # noqa: F401, PLC0415 - optional (the 'lab' extra)
+    except ImportError as exc:
+        raise EnvironmentProblem(_NO_MATPLOTLIB) from exc
+
+
 def write_png(tl: Timeline, result: dict[str, Any], path: Path) -> None:
+    require_matplotlib()
     import matplotlib  # noqa: PLC0415 - heavy; only when a PNG is asked for
 
     matplotlib.use("Agg")

@@ -1,7 +1,6 @@
-"""`carpsim lab unsinkable`: the seed's test protocol on the reference lab, measured and judged.
+"""The seed's test protocol on the reference lab, measured and judged (`carpsim lab unsinkable`).
 
-    carpsim lab [--prefix P] unsinkable [--cycles N] [--settle S] [--streams N]
-                                        [--no-statesync] [--png FILE] [--json FILE]
+The command line, signals and printing live in `carpsim.cli.unsinkable`; this module is the run.
 
 1. Probes on a LAN client: an ICMP echo to the internet server every 10 ms (kernel receive
    timestamps, `probes.IcmpProber`) and N paced TCP downloads from a server started in the
@@ -18,8 +17,9 @@ down at the end; a running lab is left running with its preferred master back in
 State sync: the lab's node configs carry ``[statesync] enabled``. A lab the command brings up
 itself is created with the requested setting (``Lab.create(..., statesync=False)`` for
 ``--no-statesync``). On an already-running lab, ``--no-statesync`` sets it to false (the default
-sets true) and, if that changes a config, restarts the daemons so they run with it (backups
-first, then the master), restoring the original setting at the end. Whether
+sets true) and, if that changes a config, re-renders the config (`nodes.write_config`) and
+restarts the daemons so they run with it (backups first, then the master), restoring the
+original setting at the end. Whether
 state sync is *active* is read from the daemons themselves (a ``statesync`` section in their
 control-socket status); the JSON reports both, and the TCP figures show what it achieved.
 """
@@ -29,15 +29,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from carpsim.errors import CarpsimError, ConfigError
@@ -52,7 +51,6 @@ Progress = Callable[[str], None]
 PORT = 5001
 PING_INTERVAL = 0.01
 GAP_TOLERANCE = 0.25
-_ENABLED = re.compile(r"^(enabled[ \t]*=[ \t]*)(true|false)[ \t]*$", re.M)
 
 
 @dataclass(frozen=True)
@@ -200,19 +198,14 @@ class _Probes:
 
 def statesync_enabled(config_text: str) -> bool | None:
     """The ``enabled`` key of a node config's [statesync] section (None: no such key)."""
-    parts = config_text.split("[statesync]", 1)
-    if len(parts) < 2:
+    try:
+        section = tomllib.loads(config_text).get("statesync")
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("node config", f"not valid TOML: {exc}") from exc
+    if not isinstance(section, dict):
         return None
-    m = _ENABLED.search(parts[1].split("\n[", 1)[0])
-    return None if m is None else m.group(2) == "true"
-
-
-def with_statesync(config_text: str, enabled: bool) -> str:
-    """The config with [statesync] ``enabled`` set; other sections untouched."""
-    head, sep, tail = config_text.partition("[statesync]")
-    body, nxt, rest = tail.partition("\n[")
-    body = _ENABLED.sub(lambda m: m.group(1) + ("true" if enabled else "false"), body)
-    return head + sep + body + nxt + rest
+    value = section.get("enabled")
+    return value if isinstance(value, bool) else None
 
 
 def _config_statesync(lab: Lab, node: str) -> bool | None:
@@ -220,8 +213,8 @@ def _config_statesync(lab: Lab, node: str) -> bool | None:
 
 
 def _write_statesync(lab: Lab, node: str, enabled: bool) -> None:
-    path = lab.paths.node_config(node)
-    path.write_text(with_statesync(path.read_text(), enabled))
+    # The same renderer `lab up` used, so the config differs only in [statesync] enabled.
+    nodes.write_config(lab.topology, lab.paths, lab.topology.host(node), statesync=enabled)
 
 
 def set_statesync(lab: Lab, enabled: bool, progress: Progress) -> dict[str, bool | None]:
@@ -577,83 +570,3 @@ def _result_json(  # noqa: PLR0917 - one call site, all parts of the result
         ),
         "probe_cpu_s": pr.cpu,
     }
-
-
-# ------------------------------------------------------------------------------------------------
-# CLI
-
-
-def _say(line: str) -> None:
-    print(f"  {line}", flush=True)
-
-
-def _cli(args: Any) -> int:
-    opts = Options(
-        cycles=args.cycles,
-        settle=args.settle,
-        streams=args.streams,
-        rate_mbit=args.rate_mbit,
-        statesync=not args.no_statesync,
-        png=Path(args.png) if args.png else None,
-        json_path=Path(args.json) if args.json else None,
-        topology=args.topology,
-    )
-    # Bad numbers fail before anything is built (the master-down check repeats with the lab).
-    opts.check(0.0)
-    from carpsim.lab import builder  # noqa: PLC0415 - keeps `carpsim --help` light
-
-    builder.check_environment()
-    main_pid = os.getpid()
-
-    def on_term(signum: int, _frame: FrameType | None) -> None:
-        # Forked helpers (pyroute2) inherit this handler and must die as usual.
-        if os.getpid() != main_pid:
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, on_term)
-    try:
-        result, timeline = run(args.prefix, opts, _say)
-    finally:
-        signal.signal(signal.SIGTERM, old)
-    if opts.png is not None:
-        report.write_png(timeline, result, opts.png)
-        result["png"] = str(opts.png)
-    if opts.json_path is not None:
-        opts.json_path.write_text(json.dumps(result, indent=2) + "\n")
-    print()
-    print(report.summary(result))
-    return 1 if result["verdict"] == verdict.FAILURE else 0
-
-
-def add_parser(sub: Any) -> None:
-    """Registers ``carpsim lab unsinkable`` on the `carpsim lab` subparsers."""
-    p = sub.add_parser(
-        "unsinkable",
-        help="the seed's failover/failback test with probes and "
-        "a verdict (brings the lab up and down if none runs)",
-    )
-    p.add_argument("--cycles", type=int, default=1, help="kill/failback repetitions (default 1)")
-    p.add_argument(
-        "--settle",
-        type=float,
-        default=10.0,
-        help="seconds observed after each kill and power-on (default 10)",
-    )
-    p.add_argument("--streams", type=int, default=4, help="concurrent TCP downloads (default 4)")
-    p.add_argument(
-        "--rate-mbit", type=float, default=3.0, help="paced rate per stream in Mbit/s (default 3)"
-    )
-    p.add_argument(
-        "--no-statesync", action="store_true", help="run the nodes with [statesync] enabled = false"
-    )
-    p.add_argument("--png", help="write the timeline plot here")
-    p.add_argument("--json", help="write the measurements and verdict here")
-    p.add_argument(
-        "--topology",
-        default="reference",
-        help="topology to bring up when no lab runs (default reference)",
-    )
-    p.set_defaults(func=_cli)

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
 from carpsim.errors import CarpsimError, DecodeError
-from carpsim.net import ctnetlink as nl
 from carpsim.statesync.record import FlowKey, StateRecord
+from carpsim.wire import ctnetlink as nl
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -1,41 +1,5 @@
-"""Ethernet framing for CARP adverts and gratuitous ARP (pure byte builders + one sender).
+"""Moved to `carpsim.wire.garp` (pure); re-exported for the edge modules that import it here."""
 
-A new MASTER announces each IPv4 VIP with an ARP *request* whose sender and target IP are the
-VIP and whose sender MAC is the virtual MAC (OpenBSD `carp_master_down`, carp-spec §3.8), sent
-to broadcast. Switches learn the virtual MAC on the new master's port from the Ethernet source,
-and hosts that already hold an ARP entry for the VIP keep it unchanged (same MAC).
-"""
+from carpsim.wire.garp import ETH_P_IP, ethernet_frame, garp_frame, mac_bytes, multicast_mac
 
-from __future__ import annotations
-
-import struct
-from ipaddress import IPv4Address
-
-ETH_P_IP = 0x0800
-ETH_P_ARP = 0x0806
-BROADCAST = b"\xff" * 6
-ARP_REQUEST = 1
-
-
-def mac_bytes(mac: str) -> bytes:
-    parts = mac.split(":")
-    if len(parts) != 6:
-        raise ValueError(f"not a MAC address: {mac!r}")
-    return bytes(int(p, 16) for p in parts)
-
-
-def multicast_mac(group: IPv4Address) -> bytes:
-    """01:00:5e + the low 23 bits of the IPv4 group (RFC 1112 §6.4)."""
-    low = int(group) & 0x7FFFFF
-    return b"\x01\x00\x5e" + low.to_bytes(3, "big")
-
-
-def ethernet_frame(dst: bytes, src: bytes, ethertype: int, payload: bytes) -> bytes:
-    return dst + src + struct.pack("!H", ethertype) + payload
-
-
-def garp_frame(mac: bytes, vip: IPv4Address) -> bytes:
-    """An ARP request announcing `vip` at `mac`, broadcast (sender IP = target IP = VIP)."""
-    ip = vip.packed
-    arp = struct.pack("!HHBBH", 1, ETH_P_IP, 6, 4, ARP_REQUEST) + mac + ip + b"\x00" * 6 + ip
-    return ethernet_frame(BROADCAST, mac, ETH_P_ARP, arp)
+__all__ = ["ETH_P_IP", "ethernet_frame", "garp_frame", "mac_bytes", "multicast_mac"]

@@ -1,1 +1,2 @@
-"""PURE byte tools shared by every codec: a cursor buffer and the Internet checksum."""
+"""PURE byte tools: the Internet checksum, Ethernet/GARP framing, the ctnetlink message codec and
+the pcap/pcapng reader. Bytes in, values out; malformed input raises only `DecodeError`."""

@@ -19,8 +19,8 @@ from carpsim.net.conntrack import (
     enable_events,
     get_sysctl,
 )
-from carpsim.net.ctnetlink import IPS_ASSURED, IPS_CONFIRMED, IPS_SEEN_REPLY, IPS_SRC_NAT
 from carpsim.statesync.record import FlowKey, StateRecord, TcpState
+from carpsim.wire.ctnetlink import IPS_ASSURED, IPS_CONFIRMED, IPS_SEEN_REPLY, IPS_SRC_NAT
 
 pytestmark = [
     pytest.mark.netns,

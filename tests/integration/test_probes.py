@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from conftest import wait_for
 
 from carpsim.lab.probes import (
     AdvertCapture,
@@ -44,18 +45,24 @@ def pair() -> Iterator[tuple[str, str]]:
     assert not netns.list_namespaces(prefix)
 
 
+def replies_after(prober: IcmpProber, since: float) -> int:
+    return sum(1 for r in prober.records() if r.replied_at is not None and r.sent_at >= since)
+
+
 def test_prober_sees_a_300ms_link_cut_as_one_gap(pair: tuple[str, str]) -> None:
     left, right = pair
     with IcmpProber(left, "10.99.0.2", interval=0.01) as prober:
-        time.sleep(0.5)
+        wait_for(lambda: replies_after(prober, 0.0) >= 50, 10.0, what="50 replies before the cut")
         cut = time.time()
         netns.run(right, ["ip", "link", "set", "v0", "down"])
-        time.sleep(0.3)
+        time.sleep(0.3)  # the stimulus itself: the link stays down this long
         # Taken before the command: the link comes up while `ip` runs, so a reply can be
         # stamped by the kernel before the command has even returned.
         restoring = time.time()
         netns.run(right, ["ip", "link", "set", "v0", "up"])
-        time.sleep(0.5)
+        wait_for(
+            lambda: replies_after(prober, restoring) >= 50, 10.0, what="50 replies after the cut"
+        )
     records = prober.records()
 
     assert len(records) > 100

@@ -62,6 +62,12 @@ def _tshark(cap: Path, *args: str) -> list[list[str]]:
     return [line.split("\t") for line in res.stdout.splitlines() if line]
 
 
+def listening(lab: Lab, host: str, port: int) -> bool:
+    """A TCP socket in `host`'s namespace listens on `port` (the test server is ready)."""
+    res = lab.run(host, ["ss", "-Hltn", f"sport = :{port}"])
+    return res.returncode == 0 and bool(res.stdout.strip())
+
+
 def test_lua_dissector_decodes_real_replication(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root for network namespaces")
@@ -88,7 +94,7 @@ def test_lua_dissector_decodes_real_replication(tmp_path: Path) -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        time.sleep(0.5)
+        wait_for(lambda: listening(lab, "server", PORT), 10.0, what="the stream server")
         netns.popen(
             lab.namespace_of("client1"),
             [sys.executable, TOOL, "client", SERVER, str(PORT), str(STREAMS), str(out)],

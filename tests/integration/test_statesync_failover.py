@@ -52,6 +52,12 @@ def _need_root() -> None:
         pytest.skip("needs root for network namespaces")
 
 
+def listening(lab: Lab, host: str, port: int) -> bool:
+    """A TCP socket in `host`'s namespace listens on `port` (the test server is ready)."""
+    res = lab.run(host, ["ss", "-Hltn", f"sport = :{port}"])
+    return res.returncode == 0 and bool(res.stdout.strip())
+
+
 def start_lab(statesync: bool) -> Lab:
     lab = Lab.create("reference", prefix=netns.unique_prefix("sy"), statesync=statesync)
     try:
@@ -62,7 +68,7 @@ def start_lab(statesync: bool) -> Lab:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        time.sleep(0.5)
+        wait_for(lambda: listening(lab, "server", PORT), 10.0, what="the stream server")
     except BaseException:
         lab.down()
         raise
@@ -238,7 +244,15 @@ def test_streams_survive_force_off(synced: Shared) -> None:
         10.0,
         what="every stream ESTABLISHED in node2's kernel",
     )
-    time.sleep(1.0)
+    # Kill mid-transfer: every stream must still be delivering after the replication checks.
+    before_kill = snap(synced.out_a)["bytes"]
+    wait_for(
+        lambda: all(
+            now > then for now, then in zip(snap(synced.out_a)["bytes"], before_kill, strict=True)
+        ),
+        10.0,
+        what="every stream delivering right before the kill",
+    )
     killed, master = force_off_node1(lab)
     MEASURED["takeover_s"] = round(master - killed, 3)
     at_master = snap(synced.out_a)

@@ -146,6 +146,12 @@ def test_unsinkable_brings_the_lab_up_and_down(prefix: str, tmp_path: Path) -> N
         "torn_down": True,
     }
     assert result["statesync"]["requested"] is True
+    # The stream-survival checks below only apply when sync really ran: demand that it did.
+    assert result["statesync"]["active"] is True, result["statesync"]
+    assert all(
+        n["configured"] is True and n["running"] is True
+        for n in result["statesync"]["nodes"].values()
+    ), result["statesync"]["nodes"]
     check_run(code, out, result, png, 8.0)
     assert netns.list_namespaces(prefix) == [], "the lab was left as found: absent"
     assert not LabPaths(prefix).run_dir.exists()

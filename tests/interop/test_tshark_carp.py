@@ -8,13 +8,31 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
+from pathlib import Path
 
 import pytest
 
+from carpsim.errors import DecodeError
+from carpsim.wire.pcap import ETHERTYPE_ARP, ETHERTYPE_IPV4, network_payload, read_frames
 from interop.conftest import Lan, need_tool, try_status, vhid_state, wait_for
 
 pytestmark = [pytest.mark.interop, pytest.mark.netns, pytest.mark.timeout(60)]
+
+
+def captured(cap: Path) -> tuple[int, int]:
+    """(CARP adverts, ARP frames) tcpdump has written so far; a record mid-write counts later."""
+    try:
+        frames = list(read_frames(cap.read_bytes()))
+    except (FileNotFoundError, DecodeError):
+        return 0, 0
+    adverts = arps = 0
+    for frame in frames:
+        l3 = network_payload(frame)
+        if l3 is not None and l3[0] == ETHERTYPE_IPV4 and len(l3[1]) > 9 and l3[1][9] == 112:
+            adverts += 1
+        elif l3 is not None and l3[0] == ETHERTYPE_ARP:
+            arps += 1
+    return adverts, arps
 
 
 def test_tshark_dissects_carpsim_adverts_and_garp(lan: Lan) -> None:
@@ -29,7 +47,11 @@ def test_tshark_dissects_carpsim_adverts_and_garp(lan: Lan) -> None:
         [tcpdump, "-i", "eth0", "-U", "--immediate-mode", "-w", str(cap), "ip proto 112 or arp"],
         log="tcpdump.log",
     )
-    time.sleep(0.5)
+    wait_for(
+        lambda: "listening on" in (lan.tmp / "tcpdump.log").read_text(errors="replace"),
+        10,
+        what="tcpdump to start capturing",
+    )
     control = str(lan.tmp / "n1.sock")
     lan.carpsim(
         "n1",
@@ -58,7 +80,10 @@ def test_tshark_dissects_carpsim_adverts_and_garp(lan: Lan) -> None:
         10,
         what="three adverts",
     )
-    time.sleep(0.3)
+    # Stop only once the file holds what the daemon sent: three adverts and both GARPs.
+    wait_for(
+        lambda: (c := captured(cap))[0] >= 3 and c[1] >= 2, 10, what="the frames in the capture"
+    )
     dump.send_signal(signal.SIGINT)
     dump.wait(timeout=5)
 

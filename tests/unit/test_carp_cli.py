@@ -18,13 +18,13 @@ from carpsim.statesync.codec import Frame, Section, encode_frame
 from carpsim.statesync.constants import IPPROTO_PFSYNC, Act
 from carpsim.statesync.record import FlowKey, StateRecord, TcpState
 
-VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "vectors" / "ucarp"
+VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "ucarp"
 PW = "K33p_It_S3cr3t!"
 
 
 def vector(name: str) -> Path:
     path = VECTORS / name
-    assert path.is_file(), f"shared vectors missing: {path}"
+    assert path.is_file(), f"vendored vector missing: {path}"
     return path
 
 

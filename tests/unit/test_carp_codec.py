@@ -1,4 +1,4 @@
-"""CARP codec against carp-spec §2.4 vectors and the real ucarp captures in shared/vectors."""
+"""CARP codec against carp-spec §2.4 vectors and the real ucarp captures in tests/vectors/ucarp."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from carpsim.errors import DecodeError
-from carpsim.pcap import ETHERTYPE_IPV4, network_payload, read_frames
 from carpsim.protocol.codec import (
     CarpAuth,
     carp_checksum,
@@ -26,8 +25,9 @@ from carpsim.protocol.config import CarpConfig
 from carpsim.protocol.constants import DropReason
 from carpsim.protocol.events import CountDrop
 from carpsim.protocol.machine import CarpMachine
+from carpsim.wire.pcap import ETHERTYPE_IPV4, network_payload, read_frames
 
-VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "vectors"
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 UCARP_PASSWORD = b"K33p_It_S3cr3t!"
 UCARP_VIP = ip_address("192.168.110.254")
 
@@ -132,7 +132,7 @@ def test_ipv6_link_local_variants() -> None:
 
 def _capture_packets(name: str) -> list[tuple[float, bytes]]:
     path = VECTORS / "ucarp" / name
-    assert path.is_file(), f"shared vectors missing: {path} (CI clones shared/ beside main)"
+    assert path.is_file(), f"vendored vector missing: {path}"
     out = []
     for frame in read_frames(path.read_bytes()):
         l3 = network_payload(frame)

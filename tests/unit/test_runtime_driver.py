@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -33,6 +33,16 @@ class Alarm:
         return self.deadlines[0] if self.deadlines else None
 
 
+async def until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Yield to the loop until `condition()` holds; the timeout only bounds a broken driver."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
 @pytest.mark.parametrize("factory", [asyncio.new_event_loop, loop_factory()], ids=["asyncio", "uv"])
 def test_timer_fires_each_deadline_and_never_early(
     factory: type[asyncio.AbstractEventLoop],
@@ -47,7 +57,7 @@ def test_timer_fires_each_deadline_and_never_early(
             driver.feed(alarm.schedule, 0.05)
             driver.feed(alarm.schedule, 0.02)  # an earlier deadline re-arms the one timer
             asked = sorted(alarm.deadlines)
-            await asyncio.sleep(0.15)
+            await until(lambda: len(alarm.fired) >= 2, "both deadlines to fire")
             driver.stop()
             return asked
 
@@ -63,14 +73,22 @@ def test_timer_fires_each_deadline_and_never_early(
 def test_stop_disarms_the_timer() -> None:
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         alarm = Alarm()
+        # A second, live driver with a later deadline is the clock: once it has fired, the
+        # stopped one's deadline has long passed, so silence means disarmed, not "not yet".
+        witness = Alarm()
 
         async def scenario() -> None:
-            driver = Driver(alarm, lambda _a: None, asyncio.get_running_loop())
+            loop = asyncio.get_running_loop()
+            driver = Driver(alarm, lambda _a: None, loop)
+            live = Driver(witness, lambda _a: None, loop)
             driver.feed(alarm.schedule, 0.03)
+            live.feed(witness.schedule, 0.06)
             driver.stop()
-            await asyncio.sleep(0.08)
+            await until(lambda: bool(witness.fired), "the witness timer")
+            live.stop()
 
         runner.run(scenario())
+    assert len(witness.fired) == 1
     assert alarm.fired == []
 
 
@@ -87,7 +105,7 @@ def test_a_failing_action_keeps_the_timer_armed() -> None:
         async def scenario() -> None:
             driver = Driver(alarm, explode, asyncio.get_running_loop())
             driver.feed(alarm.schedule, 0.02)
-            await asyncio.sleep(0.08)
+            await until(lambda: bool(alarm.fired), "the deadline after the failed action")
             driver.stop()
 
         runner.run(scenario())

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from carpsim.errors import ConfigError
-from carpsim.lab import report, unsinkable, verdict
+from carpsim.lab import nodes, report, topology, unsinkable, verdict
+from carpsim.lab.state import LabPaths
 from carpsim.lab.verdict import (
     Bounds,
     CarpEvent,
@@ -200,15 +201,15 @@ def test_evaluate_and_aggregate_over_cycles() -> None:
 
 
 def test_statesync_switch_rewrites_only_its_own_section() -> None:
-    config = (
-        '[node]\nname = "node1"\n\n[carp]\npreempt = true\n\n[statesync]\n'
-        'interface = "sync"\nenabled = true\n\n[[vhid]]\nvhid = 1\n'
-    )
+    # The switch re-renders the node config (lab/nodes.py), it does not edit TOML text.
+    topo = topology.load("reference")
+    paths, node1 = LabPaths("cs-unit-"), topo.host("node1")
+    config = nodes.node_config(topo, paths, node1)
     assert unsinkable.statesync_enabled(config) is True
-    off = unsinkable.with_statesync(config, False)
+    off = nodes.node_config(topo, paths, node1, statesync=False)
     assert unsinkable.statesync_enabled(off) is False
     assert off.replace("enabled = false", "enabled = true") == config
-    assert unsinkable.with_statesync(off, True) == config
+    assert nodes.node_config(topo, paths, node1, statesync=True) == config
     assert unsinkable.statesync_enabled('[node]\nname = "x"\n') is None
 
 

@@ -1,11 +1,19 @@
-"""The link watcher can re-read every link after the kernel drops its events (ENOBUFS)."""
+"""The link watcher can re-read every link after the kernel drops its events (ENOBUFS).
+
+Real kernel, real netlink socket (read-only: it dumps this namespace's links), so it lives in the
+integration tier and carries the netns marker, not in the pure unit tier.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 
+import pytest
+
 from carpsim.net.links import LinkWatcher
+
+pytestmark = [pytest.mark.netns]
 
 
 def test_resync_reports_every_link_as_an_event() -> None:

@@ -1,4 +1,4 @@
-"""Hand-packed ctnetlink (NETLINK_NETFILTER, subsystem CTNETLINK) messages for conntrack entries.
+"""ctnetlink (NETLINK_NETFILTER, subsystem CTNETLINK) conntrack messages, packed and parsed (PURE).
 
 pyroute2 builds a conntrack message in ~2 ms of pure Python, which caps injection at ~500
 entries/s (statesync-spec §3.3). These encoders pack the same attributes with `struct` directly
@@ -12,6 +12,9 @@ ctnetlink answers EBUSY).
 
 ICMP has no ports: a FlowKey for ICMP carries the echo id as `sport` and (type << 8 | code) as
 `dport`, and a NAT mapping's port is the translated id.
+
+Only bytes live here; the socket that sends and receives them is `carpsim.net.conntrack`.
+Malformed kernel messages raise `DecodeError` and nothing else.
 """
 
 from __future__ import annotations
@@ -423,8 +426,39 @@ def _counters(view: memoryview, span: tuple[int, int] | None) -> tuple[int, int]
     return 0, 0
 
 
+_MALFORMED = (struct.error, KeyError, IndexError)
+"""What reading a missing or truncated attribute raises; the public decoders turn it into
+`DecodeError` so a caller has one exception to count (the hot path pays only a try block)."""
+
+
 def decode_key(payload: memoryview) -> FlowKey:
     """The original-direction key of a conntrack message (payload after the netlink header)."""
+    try:
+        return _decode_key(payload)
+    except _MALFORMED as exc:
+        raise DecodeError("badattr", f"malformed conntrack tuple ({exc!r})") from exc
+
+
+def decode_record(payload: memoryview) -> StateRecord:
+    """A conntrack entry (dump reply or event) as a StateRecord; NAT derived from the reply tuple.
+
+    Original s:sp -> d:dp, reply rs:rsp -> rd:rdp. Without NAT the reply is the plain inverse;
+    SNAT shows as (rd, rdp) != (s, sp), DNAT as (rs, rsp) != (d, dp).
+    """
+    try:
+        return _decode_record(payload)
+    except _MALFORMED as exc:
+        raise DecodeError("badattr", f"malformed conntrack entry ({exc!r})") from exc
+
+
+def decode_stats_entries(payload: memoryview) -> int:
+    try:
+        return _decode_stats_entries(payload)
+    except _MALFORMED as exc:
+        raise DecodeError("badattr", f"malformed conntrack stats ({exc!r})") from exc
+
+
+def _decode_key(payload: memoryview) -> FlowKey:
     top = _attrs(payload, _NFGEN.size, len(payload))
     if CTA_TUPLE_ORIG not in top:
         raise DecodeError("badtuple", "message without an original tuple")
@@ -434,12 +468,7 @@ def decode_key(payload: memoryview) -> FlowKey:
     return FlowKey(proto, src, sport, dst, dport, zone)
 
 
-def decode_record(payload: memoryview) -> StateRecord:
-    """A conntrack entry (dump reply or event) as a StateRecord; NAT derived from the reply tuple.
-
-    Original s:sp -> d:dp, reply rs:rsp -> rd:rdp. Without NAT the reply is the plain inverse;
-    SNAT shows as (rd, rdp) != (s, sp), DNAT as (rs, rsp) != (d, dp).
-    """
+def _decode_record(payload: memoryview) -> StateRecord:
     view = payload
     top = _attrs(view, _NFGEN.size, len(view))
     if CTA_TUPLE_ORIG not in top:
@@ -490,7 +519,7 @@ def decode_record(payload: memoryview) -> StateRecord:
     )
 
 
-def decode_stats_entries(payload: memoryview) -> int:
+def _decode_stats_entries(payload: memoryview) -> int:
     top = _attrs(payload, _NFGEN.size, len(payload))
     span = top.get(CTA_STATS_GLOBAL_ENTRIES)
     if span is None:
