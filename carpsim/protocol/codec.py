@@ -31,6 +31,7 @@ from carpsim.protocol.constants import (
     MAX_PASSWORD_LEN,
     DropReason,
 )
+from carpsim.protocol.timers import advert_interval
 
 VipLike = IPv4Address | IPv6Address | IPv4Interface | IPv6Interface
 
@@ -169,9 +170,7 @@ class CarpAdvert:
     @property
     def interval(self) -> float:
         """Sender's advert period; OpenBSD uses 1/256 s when advbase and advskew are both 0."""
-        if self.advbase == 0 and self.advskew == 0:
-            return 1 / 256
-        return self.advbase + self.advskew / 256
+        return advert_interval(self.advbase, self.advskew)
 
     @property
     def is_bow_out(self) -> bool:
@@ -206,23 +205,6 @@ def build_advert(
     raw = head + counter + md
     cksum = carp_checksum(raw)
     return raw[:6] + cksum.to_bytes(2, "big") + raw[8:]
-
-
-def encode_advert(
-    *,
-    vhid: int,
-    advbase: int,
-    advskew: int,
-    demote: int,
-    counter: bytes,
-    password: bytes,
-    vips: Iterable[VipLike],
-) -> bytes:
-    """A complete 36-byte advertisement (checksum and HMAC included)."""
-    md = compute_hmac(password, vhid, vips, counter)
-    return build_advert(
-        vhid=vhid, advbase=advbase, advskew=advskew, demote=demote, counter=counter, md=md
-    )
 
 
 def encode_packet(

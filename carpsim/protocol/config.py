@@ -6,13 +6,12 @@ naming the field and leave the running config alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv6Interface, ip_interface
 
 from carpsim.errors import ConfigError
 from carpsim.protocol.constants import (
     CARP_GROUP_V4,
-    CARP_MAXSKEW,
     MAX_PASSWORD_LEN,
     MasterDownFormula,
 )
@@ -55,8 +54,6 @@ class CarpConfig:
     """224.0.0.18, or a unicast peer address."""
     garp_repeat: bool = True
     """Send the second GARP two adverts after takeover (OpenBSD/ucarp behaviour)."""
-    extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
-    """Free-form labels for the edge (interface name...); ignored by the machine."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.vhid <= 255:
@@ -81,7 +78,3 @@ class CarpConfig:
             raise ConfigError("deadratio", f"must be 1..255, got {self.deadratio}")
         if not 0 <= self.demote <= 255:
             raise ConfigError("demote", f"must be 0..255, got {self.demote}")
-
-    @property
-    def max_skew(self) -> int:
-        return CARP_MAXSKEW

@@ -1,6 +1,8 @@
 """Several VHIDs on one node, demoted together so they fail over as a group (carp-spec §3.6-3.7).
 
-A packet is decoded once and routed by vhid. Link loss demotes every machine in the group:
+A received packet takes one path: `packet_received(now, data, ifindex)` drops our own
+adverts (by IPv4 source), decodes once, routes by vhid, and counts a vhid that is served on
+another interface as `badif`. Link loss demotes every machine in the group:
 OpenBSD style adds 1 to the demote byte per VHID whose link is down; FreeBSD style adds a skew
 demotion (240 by default) that goes on the wire in advskew. Either way the peer sees a worse
 advert for the VHIDs that are still up and takes them over too, so all VIPs end on one node.
@@ -9,7 +11,7 @@ advert for the VHIDs that are still up and takes them over too, so all VIPs end 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from carpsim.errors import DecodeError
 from carpsim.protocol.codec import decode_packet
@@ -23,6 +25,13 @@ class DemoteStyle(enum.Enum):
     FREEBSD = "freebsd"  # ifdown_demotion_factor added to advskew
 
 
+def initial_demote(machines: Iterable[CarpMachine], style: DemoteStyle) -> int:
+    """The configured demote a group starts from (OpenBSD counts; FreeBSD has none)."""
+    if style is not DemoteStyle.OPENBSD:
+        return 0
+    return max((m.config.demote for m in machines), default=0)
+
+
 class CarpGroup:
     """The CARP machines of one node, keyed by vhid."""
 
@@ -32,20 +41,24 @@ class CarpGroup:
         *,
         demote_style: DemoteStyle = DemoteStyle.OPENBSD,
         ifdown_demotion: int = CARP_MAXSKEW,
+        interfaces: Mapping[int, int] | None = None,
     ) -> None:
+        """`interfaces` maps vhid -> ifindex of its parent; without it any interface is fine
+        (the simulator has one segment)."""
         self._machines: dict[int, CarpMachine] = {}
         for machine in machines:
             if machine.vhid in self._machines:
                 raise ValueError(f"vhid {machine.vhid} appears twice in one group")
             self._machines[machine.vhid] = machine
+        self._interfaces = dict(interfaces) if interfaces is not None else None
+        self._own = frozenset(m.config.srcip.packed for m in self._machines.values())
+        self.rx_own = 0
+        """Our own adverts heard back (another socket on the segment, a looping switch)."""
         self._style = demote_style
         self._ifdown_demotion = ifdown_demotion
-        # Start from the configured demote so link flaps return to it, not to 0.
-        self._admin_demote = (
-            max((m.config.demote for m in self._machines.values()), default=0)
-            if demote_style is DemoteStyle.OPENBSD
-            else 0
-        )
+        # What set_demote last gave (operator plus state sync, summed by the node), starting
+        # from the configured demote so link flaps return to it, not to 0.
+        self._outside_demote = initial_demote(self._machines.values(), demote_style)
         self._down: set[int] = set()
 
     @property
@@ -63,8 +76,8 @@ class CarpGroup:
     def group_demote(self) -> int:
         """The demote value currently applied to every machine (style-dependent units)."""
         if self._style is DemoteStyle.OPENBSD:
-            return min(self._admin_demote + len(self._down), 255)
-        return min(self._ifdown_demotion * len(self._down), CARP_MAXSKEW) + self._admin_demote
+            return min(self._outside_demote + len(self._down), 255)
+        return min(self._ifdown_demotion * len(self._down), CARP_MAXSKEW) + self._outside_demote
 
     def next_deadline(self) -> float | None:
         best: float | None = None
@@ -76,14 +89,23 @@ class CarpGroup:
 
     # ---------------------------------------------------------------- inputs
 
-    def packet_received(self, now: float, data: bytes) -> list[Action]:
+    def packet_received(self, now: float, data: bytes, ifindex: int = 0) -> list[Action]:
+        """An IPv4 packet (header included) read on interface `ifindex`."""
+        if len(data) >= 20 and data[12:16] in self._own:
+            self.rx_own += 1
+            return []
         try:
             pkt = decode_packet(data)
         except DecodeError as exc:
             return [CountDrop(None, DropReason(exc.reason), exc.detail)]
-        machine = self._machines.get(pkt.advert.vhid)
+        vhid = pkt.advert.vhid
+        machine = self._machines.get(vhid)
         if machine is None:
-            return [CountDrop(None, DropReason.BADVHID, f"vhid {pkt.advert.vhid}")]
+            return [CountDrop(None, DropReason.BADVHID, f"vhid {vhid}")]
+        if self._interfaces is not None and self._interfaces.get(vhid) != ifindex:
+            # Served on another parent: delivering it would let a foreign segment steer this
+            # VHID (OpenBSD counts it as badif).
+            return [CountDrop(vhid, DropReason.BADIF, f"on ifindex {ifindex}")]
         return machine.packet_received(now, pkt)
 
     def on_timer(self, now: float) -> list[Action]:
@@ -116,8 +138,9 @@ class CarpGroup:
         return actions
 
     def set_demote(self, now: float, value: int) -> list[Action]:
-        """Administrative demotion for the whole group (`ifconfig -g carp carpdemote`)."""
-        self._admin_demote = max(value, 0)
+        """Demotion from outside the group for all its VHIDs (`ifconfig -g carp carpdemote`):
+        the node's composition passes the operator's value plus state sync's."""
+        self._outside_demote = max(value, 0)
         return self._apply_demotion(now)
 
     def shutdown(self, now: float) -> list[Action]:

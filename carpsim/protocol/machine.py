@@ -13,16 +13,9 @@ loop detection free; peers' counters are never checked for monotonicity (§2.5).
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 
-from carpsim.errors import DecodeError
-from carpsim.protocol.codec import (
-    CarpAuth,
-    CarpPacket,
-    build_advert,
-    decode_packet,
-    encode_packet,
-)
+from carpsim.protocol import timers
+from carpsim.protocol.codec import CarpAuth, CarpPacket, build_advert, encode_packet
 from carpsim.protocol.config import CarpConfig
 from carpsim.protocol.constants import (
     BOW_OUT_ADVBASE,
@@ -30,7 +23,6 @@ from carpsim.protocol.constants import (
     CARP_MAXSKEW,
     CarpState,
     DropReason,
-    MasterDownFormula,
 )
 from carpsim.protocol.events import (
     Action,
@@ -42,7 +34,7 @@ from carpsim.protocol.events import (
     StateChanged,
     Transmit,
 )
-from carpsim.protocol.transitions import TRANSITIONS, CarpInput
+from carpsim.protocol.transitions import BACKUP, INIT, MASTER, CarpInput, Rule, rule
 
 _DEMOTE_MAX = 255
 _GARP_REPEAT_AFTER = 2  # adverts after takeover before the second GARP (OpenBSD, ucarp)
@@ -65,7 +57,6 @@ class CarpMachine:
         self._delayed_garp = -1
         self._last_advert_at: float | None = None
         self._last_advert_src: str | None = None
-        self._pending: CarpPacket | None = None
         self._reason = ""
 
     # ---------------------------------------------------------------- read-only state
@@ -116,17 +107,14 @@ class CarpMachine:
 
     @property
     def advert_interval(self) -> float:
-        base, skew = self._config.advbase, self.effective_advskew
-        if base == 0 and skew == 0:
-            return 1 / 256
-        return base + skew / 256
+        return timers.advert_interval(self._config.advbase, self.effective_advskew)
 
     @property
     def master_down_interval(self) -> float:
         cfg = self._config
-        if cfg.master_down_formula is MasterDownFormula.OPENBSD:
-            return max(cfg.deadratio * (cfg.advbase + cfg.advskew / 256), 3 / 256)
-        return cfg.deadratio * cfg.advbase + cfg.advskew / 256
+        return timers.master_down_interval(
+            cfg.advbase, cfg.advskew, deadratio=cfg.deadratio, formula=cfg.master_down_formula
+        )
 
     def next_deadline(self) -> float | None:
         return self._deadline
@@ -182,41 +170,29 @@ class CarpMachine:
         self._last_advert_at = now
         self._last_advert_src = src
         accepted = AdvertAccepted(self._config.vhid, src, adv.advbase, adv.advskew, adv.demote)
-        self._pending = pkt
-        try:
-            return [accepted, *self._dispatch(now, CarpInput.ADVERT, "advert")]
-        finally:
-            self._pending = None
-
-    def packet_bytes_received(self, now: float, data: bytes) -> list[Action]:
-        """Convenience for single-VHID drivers: decode, then `packet_received`."""
-        try:
-            pkt = decode_packet(data)
-        except DecodeError as exc:
-            return [CountDrop(self._config.vhid, DropReason(exc.reason), exc.detail)]
-        return self.packet_received(now, pkt)
+        return [accepted, *self._dispatch(now, CarpInput.ADVERT, "advert", pkt)]
 
     # ---------------------------------------------------------------- dispatch
 
-    def _dispatch(self, now: float, event: CarpInput, reason: str) -> list[Action]:
-        rule = TRANSITIONS[(self._state, event)]
-        handler: Callable[[CarpMachine, float, str], list[Action]] = _HANDLERS[rule.handler]
-        return handler(self, now, reason)
+    def _dispatch(
+        self, now: float, event: CarpInput, reason: str, pkt: CarpPacket | None = None
+    ) -> list[Action]:
+        return TRANSITIONS[(self._state, event)].handler(self, now, reason, pkt)
 
-    # ---------------------------------------------------------------- handlers (see transitions)
+    # ---------------------------------------------------------------- handlers (see TRANSITIONS)
 
-    def _ignore(self, now: float, reason: str) -> list[Action]:
+    def _ignore(self, now: float, reason: str, pkt: CarpPacket | None) -> list[Action]:
         return []
 
     def _set_state(self, new: CarpState, reason: str) -> StateChanged:
         old, self._state = self._state, new
         return StateChanged(self._config.vhid, old, new, reason)
 
-    def _start_backup(self, now: float, reason: str) -> list[Action]:
+    def _start_backup(self, now: float, reason: str, pkt: CarpPacket | None) -> list[Action]:
         self._deadline = now + self.master_down_interval
         return [self._set_state(CarpState.BACKUP, reason)]
 
-    def _to_init(self, now: float, reason: str) -> list[Action]:
+    def _to_init(self, now: float, reason: str, pkt: CarpPacket | None = None) -> list[Action]:
         was_master = self._state is CarpState.MASTER
         self._deadline = None
         self._delayed_garp = -1
@@ -225,21 +201,28 @@ class CarpMachine:
             actions.append(DelVip(self._config.vhid, self._config.vips))
         return actions
 
-    def _master_down(self, now: float, reason: str) -> list[Action]:
-        """Become MASTER: state, VIPs, an advert at once, GARP; second GARP two adverts later."""
+    def _become_master(
+        self, now: float, reason: str, pkt: CarpPacket | None = None
+    ) -> list[Action]:
+        """Become MASTER: VIPs, an advert at once, GARP; second GARP two adverts later.
+
+        The order is the order the edge executes in. The VIPs come before the advert because
+        on preemption the old master steps down when it hears this advert, and the VIP must
+        already answer by then. The StateChanged comes last: its bookkeeping (log, events
+        file, metrics, hooks) costs about a millisecond that would otherwise delay the first
+        advert and the GARP.
+        """
         vips = self._config.vips
-        actions: list[Action] = [
-            self._set_state(CarpState.MASTER, reason),
-            AddVip(self._config.vhid, vips),
-        ]
+        actions: list[Action] = [AddVip(self._config.vhid, vips)]
         self._delayed_garp = -1
         actions.extend(self._send_advert(now, reason))
         actions.append(SendGarp(self._config.vhid, vips))
         if self._config.garp_repeat:
             self._delayed_garp = _GARP_REPEAT_AFTER
+        actions.append(self._set_state(CarpState.MASTER, reason))
         return actions
 
-    def _step_down(self, now: float, reason: str) -> list[Action]:
+    def _step_down(self, now: float, reason: str, pkt: CarpPacket | None) -> list[Action]:
         self._deadline = now + self.master_down_interval
         self._delayed_garp = -1
         return [
@@ -247,7 +230,7 @@ class CarpMachine:
             DelVip(self._config.vhid, self._config.vips),
         ]
 
-    def _send_advert(self, now: float, reason: str) -> list[Action]:
+    def _send_advert(self, now: float, reason: str, pkt: CarpPacket | None = None) -> list[Action]:
         actions: list[Action] = [self._advert(self.advert_interval_parts(), self._demote)]
         self._deadline = now + self.advert_interval
         if self._delayed_garp > 0:
@@ -257,34 +240,35 @@ class CarpMachine:
                 self._delayed_garp = -1
         return actions
 
-    def _bow_out(self, now: float, reason: str) -> list[Action]:
+    def _bow_out(self, now: float, reason: str, pkt: CarpPacket | None) -> list[Action]:
         """Clean stop (carp-spec §3.10): 255/255 makes every backup take over at once."""
         bow = self._advert((BOW_OUT_ADVBASE, BOW_OUT_ADVSKEW), self._demote)
-        return [bow, *self._to_init(now, reason)]
+        return [bow, *self._to_init(now, reason, pkt)]
 
-    def _master_advert(self, now: float, reason: str) -> list[Action]:
-        pkt = self._pending
-        assert pkt is not None
+    def _master_advert(self, now: float, reason: str, pkt: CarpPacket | None) -> list[Action]:
+        assert pkt is not None  # the table routes only ADVERT here, which carries its packet
         adv = pkt.advert
         mine, theirs = self.advert_interval, adv.interval
         dm, dp = self._demote, adv.demote
         if (mine >= theirs and dp <= dm) or dp < dm:
-            return self._step_down(now, "preferred_master")
+            return self._step_down(now, "preferred_master", pkt)
         return []
 
-    def _backup_advert(self, now: float, reason: str) -> list[Action]:
-        pkt = self._pending
-        assert pkt is not None
+    def _backup_advert(self, now: float, reason: str, pkt: CarpPacket | None) -> list[Action]:
+        assert pkt is not None  # the table routes only ADVERT here, which carries its packet
         adv = pkt.advert
         cfg = self._config
         mine, theirs = self.advert_interval, adv.interval
         dm, dp = self._demote, adv.demote
         if cfg.preempt and mine < theirs and dp >= dm:
-            return self._master_down(now, "preempt")
+            return self._become_master(now, "preempt")
         if dp > dm:
-            return self._master_down(now, "peer_demoted")
-        if cfg.advbase != 0 and cfg.deadratio * cfg.advbase + cfg.advskew / 256 < theirs:
-            return self._master_down(now, "peer_will_time_out")
+            return self._become_master(now, "peer_demoted")
+        # The sender's period exceeds the time we would wait for it (FreeBSD's rule, whatever
+        # our own formula): it will time out anyway, so take over now.
+        own_wait = timers.master_down_interval(cfg.advbase, cfg.advskew, deadratio=cfg.deadratio)
+        if cfg.advbase != 0 and own_wait < theirs:
+            return self._become_master(now, "peer_will_time_out")
         self._deadline = now + self.master_down_interval
         return []
 
@@ -311,6 +295,43 @@ class CarpMachine:
         return Transmit(cfg.vhid, packet)
 
 
-_HANDLERS: dict[str, Callable[[CarpMachine, float, str], list[Action]]] = {
-    rule.handler: getattr(CarpMachine, rule.handler) for rule in TRANSITIONS.values()
+TRANSITIONS: dict[tuple[CarpState, CarpInput], Rule] = {
+    # INIT: nothing happens until the interface is usable; no direct INIT -> MASTER.
+    (INIT, CarpInput.LINK_UP): rule(CarpMachine._start_backup, BACKUP, why="arm master-down"),
+    (INIT, CarpInput.LINK_DOWN): rule(CarpMachine._ignore, INIT, why="already down"),
+    (INIT, CarpInput.ADVERT): rule(CarpMachine._ignore, INIT, why="not running"),
+    (INIT, CarpInput.TIMER): rule(CarpMachine._ignore, INIT, why="no timer in INIT"),
+    (INIT, CarpInput.DEMOTE): rule(CarpMachine._ignore, INIT, why="value stored, nothing to send"),
+    (INIT, CarpInput.SHUTDOWN): rule(CarpMachine._ignore, INIT, why="already down"),
+    (INIT, CarpInput.FORCE_BACKUP): rule(CarpMachine._ignore, INIT, why="not running"),
+    (INIT, CarpInput.FORCE_MASTER): rule(CarpMachine._ignore, INIT, why="not running"),
+    # BACKUP
+    (BACKUP, CarpInput.LINK_UP): rule(CarpMachine._ignore, BACKUP, why="already up"),
+    (BACKUP, CarpInput.LINK_DOWN): rule(CarpMachine._to_init, INIT, why="carp-spec §3.7"),
+    (BACKUP, CarpInput.ADVERT): rule(
+        CarpMachine._backup_advert, BACKUP, MASTER, why="carp-spec §3.3"
+    ),
+    (BACKUP, CarpInput.TIMER): rule(CarpMachine._become_master, MASTER, why="master-down expired"),
+    (BACKUP, CarpInput.DEMOTE): rule(CarpMachine._ignore, BACKUP, why="only masters re-advertise"),
+    (BACKUP, CarpInput.SHUTDOWN): rule(CarpMachine._to_init, INIT, why="no bow-out from a backup"),
+    (BACKUP, CarpInput.FORCE_BACKUP): rule(CarpMachine._ignore, BACKUP, why="already backup"),
+    (BACKUP, CarpInput.FORCE_MASTER): rule(
+        CarpMachine._become_master, MASTER, why="admin state master"
+    ),
+    # MASTER
+    (MASTER, CarpInput.LINK_UP): rule(CarpMachine._ignore, MASTER, why="already up"),
+    (MASTER, CarpInput.LINK_DOWN): rule(CarpMachine._to_init, INIT, why="carp-spec §3.7"),
+    (MASTER, CarpInput.ADVERT): rule(
+        CarpMachine._master_advert, MASTER, BACKUP, why="carp-spec §3.3"
+    ),
+    (MASTER, CarpInput.TIMER): rule(CarpMachine._send_advert, MASTER, why="advert period"),
+    (MASTER, CarpInput.DEMOTE): rule(
+        CarpMachine._send_advert, MASTER, why="advertise change at once"
+    ),
+    (MASTER, CarpInput.SHUTDOWN): rule(CarpMachine._bow_out, INIT, why="carp-spec §3.10"),
+    (MASTER, CarpInput.FORCE_BACKUP): rule(
+        CarpMachine._step_down, BACKUP, why="admin state backup"
+    ),
+    (MASTER, CarpInput.FORCE_MASTER): rule(CarpMachine._ignore, MASTER, why="already master"),
 }
+"""Every (state, input) pair: the handler that acts on it and the states it may leave."""

@@ -1,9 +1,11 @@
-"""The CARP transition table (carp-spec §3.1), as data.
+"""The vocabulary of the CARP transition table (carp-spec §3.1): inputs and rules.
 
-Every (state, input) pair maps to the name of the `CarpMachine` method that handles it and the
-set of states that handler may leave the machine in. The machine dispatches through this table
-only, and a property test sweeps every pair checking the outcome stays inside `targets`, so the
-table is the single place to read what the machine can do.
+The table itself, `carpsim.protocol.machine.TRANSITIONS`, sits right below `CarpMachine`
+because its rules point at the machine's handler methods (function references, not names).
+Every (state, input) pair maps to the handler that acts on it and the set of states that
+handler may leave the machine in. The machine dispatches through that table only, and a
+property test sweeps every pair checking the outcome stays inside `targets`, so the table is
+the single place to read what the machine can do.
 
 Drop paths (bad HMAC, our own cookie, wrong vhid) are not transitions: they happen before
 dispatch, identically in every state.
@@ -12,9 +14,16 @@ dispatch, identically in every state.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from carpsim.protocol.constants import CarpState
+
+if TYPE_CHECKING:
+    from carpsim.protocol.codec import CarpPacket
+    from carpsim.protocol.events import Action
+    from carpsim.protocol.machine import CarpMachine
 
 INIT, BACKUP, MASTER = CarpState.INIT, CarpState.BACKUP, CarpState.MASTER
 
@@ -33,43 +42,16 @@ class CarpInput(enum.Enum):
     FORCE_MASTER = "force_master"
 
 
+Handler = Callable[["CarpMachine", float, str, "CarpPacket | None"], "list[Action]"]
+"""(machine, now, reason, packet): the packet is the advert for ADVERT, None otherwise."""
+
+
 @dataclass(frozen=True)
 class Rule:
-    handler: str
+    handler: Handler
     targets: frozenset[CarpState]
     why: str
 
 
-def _rule(handler: str, *targets: CarpState, why: str) -> Rule:
+def rule(handler: Handler, *targets: CarpState, why: str) -> Rule:
     return Rule(handler, frozenset(targets), why)
-
-
-TRANSITIONS: dict[tuple[CarpState, CarpInput], Rule] = {
-    # INIT: nothing happens until the interface is usable; no direct INIT -> MASTER.
-    (INIT, CarpInput.LINK_UP): _rule("_start_backup", BACKUP, why="arm master-down"),
-    (INIT, CarpInput.LINK_DOWN): _rule("_ignore", INIT, why="already down"),
-    (INIT, CarpInput.ADVERT): _rule("_ignore", INIT, why="not running"),
-    (INIT, CarpInput.TIMER): _rule("_ignore", INIT, why="no timer in INIT"),
-    (INIT, CarpInput.DEMOTE): _rule("_ignore", INIT, why="value stored, nothing to send"),
-    (INIT, CarpInput.SHUTDOWN): _rule("_ignore", INIT, why="already down"),
-    (INIT, CarpInput.FORCE_BACKUP): _rule("_ignore", INIT, why="not running"),
-    (INIT, CarpInput.FORCE_MASTER): _rule("_ignore", INIT, why="not running"),
-    # BACKUP
-    (BACKUP, CarpInput.LINK_UP): _rule("_ignore", BACKUP, why="already up"),
-    (BACKUP, CarpInput.LINK_DOWN): _rule("_to_init", INIT, why="carp-spec §3.7"),
-    (BACKUP, CarpInput.ADVERT): _rule("_backup_advert", BACKUP, MASTER, why="carp-spec §3.3"),
-    (BACKUP, CarpInput.TIMER): _rule("_master_down", MASTER, why="master-down expired"),
-    (BACKUP, CarpInput.DEMOTE): _rule("_ignore", BACKUP, why="only masters re-advertise"),
-    (BACKUP, CarpInput.SHUTDOWN): _rule("_to_init", INIT, why="no bow-out from a backup"),
-    (BACKUP, CarpInput.FORCE_BACKUP): _rule("_ignore", BACKUP, why="already backup"),
-    (BACKUP, CarpInput.FORCE_MASTER): _rule("_master_down", MASTER, why="admin state master"),
-    # MASTER
-    (MASTER, CarpInput.LINK_UP): _rule("_ignore", MASTER, why="already up"),
-    (MASTER, CarpInput.LINK_DOWN): _rule("_to_init", INIT, why="carp-spec §3.7"),
-    (MASTER, CarpInput.ADVERT): _rule("_master_advert", MASTER, BACKUP, why="carp-spec §3.3"),
-    (MASTER, CarpInput.TIMER): _rule("_send_advert", MASTER, why="advert period"),
-    (MASTER, CarpInput.DEMOTE): _rule("_send_advert", MASTER, why="advertise change at once"),
-    (MASTER, CarpInput.SHUTDOWN): _rule("_bow_out", INIT, why="carp-spec §3.10"),
-    (MASTER, CarpInput.FORCE_BACKUP): _rule("_step_down", BACKUP, why="admin state backup"),
-    (MASTER, CarpInput.FORCE_MASTER): _rule("_ignore", MASTER, why="already master"),
-}

@@ -313,7 +313,6 @@ def build_vhid(
             master_down_formula=_formula(master_down_formula, f"{where}.master_down_formula"),
             demote=demote,
             dst=peer_ip if peer_ip is not None else CARP_GROUP_V4,
-            extra={"interface": interface},
         )
     except ConfigError as exc:
         raise ConfigError(f"{where}.{exc.field}", exc.message) from exc

@@ -26,7 +26,7 @@ SENDER = r"""
 import json, socket, struct, sys
 from ipaddress import IPv4Address
 from scapy.all import Ether, IP, Raw, sendp
-from carpsim.protocol.codec import encode_advert, build_advert, carp_checksum
+from carpsim.protocol.codec import build_advert, carp_checksum, compute_hmac
 
 iface, vip = sys.argv[1], IPv4Address(sys.argv[2])
 # Capture one of the master's adverts to replay its counter cookie (loop detection).
@@ -40,8 +40,8 @@ while True:
         break
 
 def adv(vhid=1, password=b"pw", skew=0, counter=b"\x01" * 8):
-    return encode_advert(vhid=vhid, advbase=1, advskew=skew, demote=0, counter=counter,
-                         password=password, vips=[vip])
+    md = compute_hmac(password, vhid, [vip], counter)
+    return build_advert(vhid=vhid, advbase=1, advskew=skew, demote=0, counter=counter, md=md)
 
 def resum(raw):
     raw = bytearray(raw); raw[6:8] = b"\0\0"

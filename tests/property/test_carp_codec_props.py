@@ -12,10 +12,11 @@ from hypothesis import strategies as st
 from carpsim.errors import DecodeError
 from carpsim.protocol.codec import (
     CarpAuth,
+    build_advert,
+    compute_hmac,
     decode_advert,
     decode_packet,
     describe_vrrp,
-    encode_advert,
     encode_packet,
 )
 from carpsim.protocol.config import CarpConfig
@@ -50,14 +51,13 @@ def test_encode_decode_round_trip(
     dst: IPv4Address,
     ip_id: int,
 ) -> None:
-    body = encode_advert(
+    body = build_advert(
         vhid=vhid,
         advbase=advbase,
         advskew=advskew,
         demote=demote,
         counter=counter,
-        password=password,
-        vips=vips,
+        md=compute_hmac(password, vhid, vips, counter),
     )
     assert len(body) == 36
     pkt = decode_packet(encode_packet(src=src, dst=dst, ip_id=ip_id, advert_bytes=body))

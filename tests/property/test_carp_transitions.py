@@ -17,26 +17,31 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from carpsim.protocol.codec import CarpPacket, decode_packet, encode_advert, encode_packet
+from carpsim.protocol.codec import (
+    CarpPacket,
+    build_advert,
+    compute_hmac,
+    decode_packet,
+    encode_packet,
+)
 from carpsim.protocol.config import CarpConfig
 from carpsim.protocol.constants import CarpState
 from carpsim.protocol.events import Action, AddVip, DelVip, Transmit
-from carpsim.protocol.machine import CarpMachine
-from carpsim.protocol.transitions import TRANSITIONS, CarpInput
+from carpsim.protocol.machine import TRANSITIONS, CarpMachine
+from carpsim.protocol.transitions import CarpInput
 
 VIP = ip_interface("10.1.1.254/24")
 PW = b"pw"
 
 
 def advert(advbase: int, advskew: int, demote: int) -> CarpPacket:
-    body = encode_advert(
+    body = build_advert(
         vhid=1,
         advbase=advbase,
         advskew=advskew,
         demote=demote,
         counter=b"\x01" * 8,
-        password=PW,
-        vips=[VIP],
+        md=compute_hmac(PW, 1, [VIP], b"\x01" * 8),
     )
     return decode_packet(
         encode_packet(

@@ -11,12 +11,12 @@ import pytest
 from carpsim.errors import DecodeError
 from carpsim.protocol.codec import (
     CarpAuth,
+    build_advert,
     carp_checksum,
     compute_hmac,
     decode_advert,
     decode_packet,
     describe_vrrp,
-    encode_advert,
     encode_packet,
     hmac_prefix,
     ip_protocol,
@@ -68,21 +68,27 @@ def test_spec_vectors_bit_for_bit(
     assert (hmac_prefix(vhid, addrs) + counter).hex() == msg
     assert compute_hmac(password, vhid, addrs, counter).hex() == md
     assert CarpAuth(password, vhid, addrs).sign(counter).hex() == md
-    advert = encode_advert(
-        vhid=vhid, advbase=1, advskew=skew, demote=0, counter=counter, password=password, vips=addrs
+    advert = build_advert(
+        vhid=vhid,
+        advbase=1,
+        advskew=skew,
+        demote=0,
+        counter=counter,
+        md=compute_hmac(password, vhid, addrs, counter),
     )
     assert advert.hex() == header
 
 
 def test_ucarp_reference_packet_reencodes_exactly() -> None:
-    advert = encode_advert(
+    advert = build_advert(
         vhid=7,
         advbase=1,
         advskew=0,
         demote=0,
         counter=bytes.fromhex("f0d9c981862b6e8b"),
-        password=b"secret",
-        vips=[ip_address("10.99.0.100")],
+        md=compute_hmac(
+            b"secret", 7, [ip_address("10.99.0.100")], bytes.fromhex("f0d9c981862b6e8b")
+        ),
     )
     packet = encode_packet(
         src=IPv4Address("10.99.0.1"),
@@ -209,12 +215,14 @@ def test_corrupt_md_is_badauth_in_the_machine() -> None:
     )
     machine = CarpMachine(config, random.Random(0))
     machine.link_up(0.0)
-    assert not any(isinstance(a, CountDrop) for a in machine.packet_bytes_received(0.5, data))
+    assert not any(
+        isinstance(a, CountDrop) for a in machine.packet_received(0.5, decode_packet(data))
+    )
     for offset in range(36, 56):
         bad = bytearray(data)
         bad[offset] ^= 0x80
         _fix_carp_checksum(bad)
-        actions = machine.packet_bytes_received(1.0, bytes(bad))
+        actions = machine.packet_received(1.0, decode_packet(bytes(bad)))
         assert actions == [CountDrop(1, DropReason.BADAUTH, "from 192.168.110.251")]
 
 
@@ -273,8 +281,13 @@ def _ip_wrap(payload: bytes) -> bytes:
 
 
 def test_bow_out_interval() -> None:
-    advert = encode_advert(
-        vhid=1, advbase=255, advskew=255, demote=0, counter=bytes(8), password=b"", vips=[UCARP_VIP]
+    advert = build_advert(
+        vhid=1,
+        advbase=255,
+        advskew=255,
+        demote=0,
+        counter=bytes(8),
+        md=compute_hmac(b"", 1, [UCARP_VIP], bytes(8)),
     )
     decoded = decode_advert(advert)
     assert decoded.is_bow_out
