@@ -69,6 +69,10 @@ class CarpGroup:
         return self._machines[vhid]
 
     @property
+    def demote_style(self) -> DemoteStyle:
+        return self._style
+
+    @property
     def down_vhids(self) -> frozenset[int]:
         return frozenset(self._down)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from carpsim.sim.link import Impairment, PointToPoint
@@ -71,9 +72,14 @@ class SyncExecutor:
     bulks: list[BulkCompleted] = field(default_factory=list)
     served: list[BulkServed] = field(default_factory=list)
     tx_frames: int = 0
+    joined: Callable[[float, list[Action]], None] | None = None
+    """Told of every batch of Replicator actions executed here (the node composition's rules
+    react to them, e.g. readiness -> CARP demotion)."""
 
     def execute(self, now: float, actions: list[Action]) -> None:
         rep = self.replicator
+        if self.joined is not None:
+            self.joined(now, actions)
         for act in actions:
             if isinstance(act, Transmit):
                 self.tx_frames += 1

@@ -1,0 +1,1 @@
+"""carpsim.node: the pure composition of one node's protocol machines."""
