@@ -20,9 +20,9 @@ import subprocess
 from carpsim.errors import EnvironmentProblem
 from carpsim.lab.topology import Host, Topology
 from carpsim.net import netns
+from carpsim.protocol.constants import IPPROTO_CARP
 
 TABLE = "carpsim"
-CARP_PROTO = 112
 
 
 def ruleset(topology: Topology, node: Host) -> str:
@@ -44,7 +44,7 @@ def ruleset(topology: Topology, node: Host) -> str:
         '    iifname "lo" accept',
         "    ct state established,related accept",
         "    ct state invalid drop",
-        f'    ip protocol {CARP_PROTO} accept comment "CARP adverts on every segment"',
+        f'    ip protocol {IPPROTO_CARP} accept comment "CARP adverts on every segment"',
         "    icmp type { echo-request, destination-unreachable, time-exceeded } accept",
         '    udp sport 68 udp dport 67 accept comment "DHCP from clients without an address"',
     ]

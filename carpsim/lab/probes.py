@@ -10,7 +10,6 @@ jitter does not enter the measured gaps, and prober and capture results can be c
 
 API (all names below are public):
 
-- ``in_netns(name)``: context manager switching the *calling thread* into a namespace.
 - ``IcmpProber(netns, target, interval=0.01)``: ``start()``, ``stop() -> list[ProbeRecord]``,
   ``records()`` (snapshot), usable as a context manager. One echo request every `interval`
   seconds on an absolute schedule; per probe the send time and the reply time (or None).
@@ -18,8 +17,8 @@ API (all names below are public):
   between consecutive replies ordered by arrival; ``longest_gap(...) -> Gap | None``.
 - ``AdvertCapture(netns, ifnames, ingress_only=True)``: ``start()``, ``stop()``, ``adverts()``,
   ``wait_for(predicate, timeout) -> Advert | None``. Captures IP protocol 112 (CARP and VRRP
-  v2/v3) on the given interfaces with AF_PACKET and decodes the header fields that matter for
-  timing (``Advert``).
+  v2/v3) on the given interfaces with AF_PACKET and decodes them with the CARP codec into the
+  fields that matter for timing (``Advert``).
 - ``cpu_seconds(pid)``: user+system CPU time of a process from /proc/PID/stat.
 """
 
@@ -34,57 +33,24 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
-from carpsim.errors import EnvironmentProblem
+from carpsim.errors import DecodeError
+from carpsim.net.netns import enter_netns
+from carpsim.protocol.codec import decode_packet, describe_vrrp
+from carpsim.protocol.constants import IPPROTO_CARP
 from carpsim.wire.checksum import internet_checksum
 
-_CLONE_NEWNET = 0x40000000
 _SO_TIMESTAMPNS = 35
 _SO_ATTACH_FILTER = 26
 _ETH_P_IP = 0x0800
 _ETH_P_ALL = 0x0003
 _PACKET_OUTGOING = 4
-_IPPROTO_CARP = 112
 _ICMP_ECHO_REPLY = 0
 _ICMP_ECHO_REQUEST = 8
 _ANCILLARY_SPACE = socket.CMSG_SPACE(16)
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, _CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
-@contextlib.contextmanager
-def in_netns(name: str | None) -> Iterator[None]:
-    """Run the block with the calling thread in namespace `name` (None: stay where we are).
-
-    Only the calling thread moves, and it always moves back, so sockets opened in the block
-    belong to `name` while the rest of the process is unaffected.
-    """
-    if name is None:
-        yield
-        return
-    try:
-        target = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    except FileNotFoundError as exc:
-        raise EnvironmentProblem(f"network namespace {name!r} does not exist") from exc
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        _setns(target)
-        try:
-            yield
-        finally:
-            _setns(own)
-    finally:
-        os.close(target)
-        os.close(own)
 
 
 def _kernel_stamp(ancdata: list[tuple[int, int, bytes]]) -> float | None:
@@ -160,7 +126,7 @@ class IcmpProber:
         self._sock: socket.socket | None = None
 
     def start(self) -> None:
-        with in_netns(self.netns):
+        with enter_netns(self.netns):
             sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
         sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
         sock.setblocking(False)
@@ -315,59 +281,45 @@ class Advert:
 
 
 def decode_advert(frame: bytes, at: float, ifname: str) -> Advert | None:
-    """Decode an Ethernet frame carrying IPv4 protocol 112; None for anything else."""
-    if len(frame) < 14 + 20 + 8 or frame[12:14] != b"\x08\x00":
+    """Decode an Ethernet frame carrying IPv4 protocol 112; None for anything else.
+
+    A capture shows what is on the wire, so the TTL and the CARP checksum are not enforced
+    (a rewritten TTL or a bad sum is still an advert that was sent).
+    """
+    if len(frame) < 14 or frame[12:14] != b"\x08\x00":
         return None
     ip = frame[14:]
-    ihl = (ip[0] & 0x0F) * 4
-    if ip[0] >> 4 != 4 or ip[9] != _IPPROTO_CARP or len(ip) < ihl + 8:
-        return None
-    body = ip[ihl:]
     src_mac = frame[6:12].hex(":")
-    src_ip = socket.inet_ntoa(ip[12:16])
-    dst_ip = socket.inet_ntoa(ip[16:20])
-    version = body[0] >> 4
-    if version == 2 and len(body) >= 36 and body[3] == 7:
-        advskew, advbase = body[2], body[5]
-        interval = advbase + advskew / 256 if (advbase or advskew) else 1 / 256
+    try:
+        pkt = decode_packet(ip, check_ttl=False, check_sum=False)
+    except DecodeError:
+        vrrp = describe_vrrp(ip)
+        if vrrp is None:
+            return None
         return Advert(
             at,
             ifname,
             src_mac,
-            src_ip,
-            dst_ip,
-            "carp",
-            body[1],
-            advbase=advbase,
-            advskew=advskew,
-            interval=interval,
+            vrrp["src"],
+            vrrp["dst"],
+            f"vrrp{vrrp['version']}",
+            vrrp["vrid"],
+            priority=vrrp["priority"],
+            interval=vrrp["interval_s"],
         )
-    if version == 2:
-        return Advert(
-            at,
-            ifname,
-            src_mac,
-            src_ip,
-            dst_ip,
-            "vrrp2",
-            body[1],
-            priority=body[2],
-            interval=float(body[5]),
-        )
-    if version == 3:
-        centis = int.from_bytes(body[4:6], "big") & 0x0FFF
-        return Advert(
-            at,
-            ifname,
-            src_mac,
-            src_ip,
-            dst_ip,
-            "vrrp3",
-            body[1],
-            priority=body[2],
-            interval=centis / 100,
-        )
-    return None
+    adv = pkt.advert
+    return Advert(
+        at,
+        ifname,
+        src_mac,
+        str(pkt.src),
+        str(pkt.dst),
+        "carp",
+        adv.vhid,
+        advbase=adv.advbase,
+        advskew=adv.advskew,
+        interval=adv.interval,
+    )
 
 
 def _proto_filter() -> tuple[bytes, ctypes.Array[ctypes.c_char]]:
@@ -376,7 +328,7 @@ def _proto_filter() -> tuple[bytes, ctypes.Array[ctypes.c_char]]:
         (0x28, 0, 0, 12),  # ldh [12]      ethertype
         (0x15, 0, 3, _ETH_P_IP),  # jeq #0x800    else drop
         (0x30, 0, 0, 23),  # ldb [23]      IPv4 protocol
-        (0x15, 0, 1, _IPPROTO_CARP),  # jeq #112      else drop
+        (0x15, 0, 1, IPPROTO_CARP),  # jeq #112      else drop
         (0x06, 0, 0, 0xFFFF),  # ret #65535    accept
         (0x06, 0, 0, 0),  # ret #0        drop
     ]
@@ -406,7 +358,7 @@ class AdvertCapture:
 
     def start(self) -> None:
         fprog, _keep = _proto_filter()
-        with in_netns(self.netns):
+        with enter_netns(self.netns):
             for name in self.ifnames:
                 # ETH_P_ALL, not ETH_P_IP: on a bridge port only the "all" taps see a frame
                 # before the bridge's rx handler consumes it.

@@ -24,6 +24,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from carpsim.protocol import timers
+from carpsim.protocol.constants import MasterDownFormula
+
 IDEAL = "ideal"
 REALISTIC = "realistic"
 FAILURE = "failure"
@@ -37,10 +40,11 @@ ABANDONED = "abandoned"
 
 
 def master_down_interval(formula: str, advbase: int, advskew: int, deadratio: int = 3) -> float:
-    """How long a BACKUP with this advskew waits after the last advert before taking over."""
-    if formula == "openbsd":
-        return max(deadratio * (advbase + advskew / 256), 3 / 256)
-    return deadratio * advbase + advskew / 256
+    """How long a BACKUP with this advskew waits after the last advert before taking over
+    (`formula` as written in a topology: "freebsd" or "openbsd")."""
+    return timers.master_down_interval(
+        advbase, advskew, deadratio=deadratio, formula=MasterDownFormula(formula)
+    )
 
 
 def loss_bound(master_down: float, interval: float, tolerance: float) -> int:

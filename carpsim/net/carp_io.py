@@ -3,7 +3,9 @@
 Receive: ``socket(AF_INET, SOCK_RAW, 112)`` delivers each packet as it arrives (no pcap
 buffering, carp-spec §4.4) with its IPv4 header, so the machine checks TTL and addresses. The
 socket is bound to the parent (SO_BINDTODEVICE), joins 224.0.0.18 on the parent's ifindex (which
-also makes the NIC accept 01:00:5e:00:00:12) and never loops our own multicast back.
+also makes the NIC accept 01:00:5e:00:00:12) and never loops our own multicast back. Every
+packet read is handed over as (ifindex, bytes): the pure `CarpGroup` decides everything else
+(our own source, the interface, decoding, routing).
 
 Send: multicast adverts and GARPs are whole Ethernet frames written to an AF_PACKET socket
 bound to the parent, so the source MAC is the virtual MAC (or the real one with --real-mac).
@@ -26,7 +28,8 @@ _RECV_BUF = 65535
 _MAX_READS_PER_WAKEUP = 64
 _SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 
-PacketHandler = Callable[[bytes], None]
+PacketHandler = Callable[[int, bytes], None]
+"""(ifindex the packet was read on, the IPv4 packet)"""
 
 
 def _bind_to_device(sock: socket.socket, ifname: str) -> None:
@@ -40,17 +43,14 @@ class CarpSocket:
         self,
         ifname: str,
         ifindex: int,
-        srcips: set[IPv4Address],
         on_packet: PacketHandler,
         *,
         join_group: bool = True,
     ) -> None:
         self.ifname = ifname
         self.ifindex = ifindex
-        self._own = {ip.packed for ip in srcips}
         self._on_packet = on_packet
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.rx_own = 0
 
         rx = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_CARP)
         try:
@@ -89,10 +89,7 @@ class CarpSocket:
                 return
             except OSError:
                 return
-            if len(data) >= 20 and data[12:16] in self._own:
-                self.rx_own += 1
-                continue
-            self._on_packet(data)
+            self._on_packet(self.ifindex, data)
 
     def send_advert(self, packet: bytes, src_mac: bytes) -> None:
         """Send one IPv4 CARP packet; raises OSError on failure (the caller counts it)."""

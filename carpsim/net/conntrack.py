@@ -17,18 +17,17 @@ full, `read_events` reports ("overrun", None) and the caller must resync with a 
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import logging
 import os
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
 from carpsim.errors import CarpsimError, DecodeError
+from carpsim.net.netns import enter_netns
 from carpsim.statesync.record import FlowKey, StateRecord
 from carpsim.wire import ctnetlink as nl
 
@@ -39,7 +38,6 @@ SOL_NETLINK = 270
 NETLINK_CAP_ACK = 10
 SO_RCVBUFFORCE = 33
 SO_SNDBUFFORCE = 32
-CLONE_NEWNET = 0x40000000
 NETNS_DIR = "/run/netns"
 IPPROTO_PFSYNC = 240
 
@@ -54,39 +52,6 @@ class ConntrackError(CarpsimError):
     def __init__(self, code: int, what: str) -> None:
         super().__init__(f"{what}: {errno.errorcode.get(code, code)} ({os.strerror(code)})")
         self.errno = code
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, f"setns: {os.strerror(code)}")
-
-
-@contextmanager
-def enter_netns(name: str | None) -> Iterator[None]:
-    """Move the calling *thread* into namespace `name` for the block (None: stay put).
-
-    Sockets created inside the block stay bound to that namespace after it ends.
-    """
-    if name is None:
-        yield
-        return
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        target = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            _setns(target)
-        finally:
-            os.close(target)
-        try:
-            yield
-        finally:
-            _setns(home)
-    finally:
-        os.close(home)
 
 
 def run_in_netns(name: str, fn: Callable[[], T]) -> T:

@@ -48,7 +48,12 @@ class LinkInfo:
     @property
     def usable(self) -> bool:
         """Administratively up and carrier present (what CARP calls a usable parent)."""
-        return bool(self.flags & IFF_UP) and bool(self.flags & IFF_RUNNING)
+        return self.flags_usable(self.flags)
+
+    @staticmethod
+    def flags_usable(flags: int) -> bool:
+        """`usable` for the raw ifi_flags of a link event."""
+        return bool(flags & IFF_UP) and bool(flags & IFF_RUNNING)
 
 
 def macvlan_name(vhid: int, parent_index: int) -> str:

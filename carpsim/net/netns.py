@@ -8,6 +8,7 @@ so tests and labs never collide and cleanup can find leftovers after a crash.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import secrets
 import signal
@@ -20,6 +21,9 @@ from pyroute2 import netns as _netns
 from carpsim.errors import EnvironmentProblem
 
 NETNS_DIR = "/run/netns"
+CLONE_NEWNET = 0x40000000
+
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def require_root() -> None:
@@ -110,3 +114,37 @@ def temporary(names: Sequence[str]) -> Iterator[list[str]]:
     finally:
         for n in reversed(created):
             remove(n)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"setns: {os.strerror(code)}")
+
+
+@contextmanager
+def enter_netns(name: str | None) -> Iterator[None]:
+    """Move the calling *thread* into namespace `name` for the block (None: stay put).
+
+    Only the calling thread moves, and it always moves back, so the rest of the process is
+    unaffected; sockets created inside the block stay bound to `name` after it ends.
+    """
+    if name is None:
+        yield
+        return
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            target = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError as exc:
+            raise EnvironmentProblem(f"network namespace {name!r} does not exist") from exc
+        try:
+            _setns(target)
+        finally:
+            os.close(target)
+        try:
+            yield
+        finally:
+            _setns(home)
+    finally:
+        os.close(home)

@@ -52,12 +52,15 @@ class NodeMachines:
         replicator: Replicator | None = None,
         *,
         sync_demote: int = 32,
+        with_sync: bool | None = None,
     ) -> None:
+        """`with_sync` says state sync is configured; it defaults to having a Replicator
+        here (an edge that drives its Replicator elsewhere passes True without one)."""
         self.carp = carp
         self.replicator = replicator
         self.sync_demote = sync_demote
         self._admin_demote = initial_demote(carp.machines.values(), carp.demote_style)
-        self._sync_ready = replicator is None
+        self._sync_ready = not (replicator is not None if with_sync is None else with_sync)
 
     # ---------------------------------------------------------------- read-only state
 

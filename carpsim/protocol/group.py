@@ -61,6 +61,10 @@ class CarpGroup:
         self._outside_demote = initial_demote(self._machines.values(), demote_style)
         self._down: set[int] = set()
 
+    def bind_interfaces(self, interfaces: Mapping[int, int]) -> None:
+        """Set vhid -> parent ifindex once the edge has looked its interfaces up."""
+        self._interfaces = dict(interfaces)
+
     @property
     def machines(self) -> dict[int, CarpMachine]:
         return dict(self._machines)

@@ -1,8 +1,8 @@
-"""Run a `CarpNode` until SIGTERM/SIGINT (or a control ``shutdown``), then clean up.
+"""Run a `Node` until SIGTERM/SIGINT (or a control ``shutdown``), then clean up.
 
 A clean stop sends the bow-out advert (peers take over at once), removes the VIPs and the
 macvlans, and exits 0. SIGKILL cannot be handled: the VIP and the macvlan stay configured until
-the next start, which reclaims them (`CarpNode._reclaim`) before creating its own.
+the next start, which reclaims them (`Node._reclaim`) before creating its own.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import signal
 import sys
 
 from carpsim.runtime.driver import loop_factory
-from carpsim.runtime.node import CarpNode
+from carpsim.runtime.node import Node
 from carpsim.runtime.nodeconfig import NodeConfig
 
 
@@ -25,7 +25,7 @@ def setup_logging(node: str, verbose: bool = False) -> None:
     )
 
 
-async def serve(node: CarpNode) -> int:
+async def serve(node: Node) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, node.stop_requested.set)
@@ -42,7 +42,7 @@ def run(config: NodeConfig, *, verbose: bool = False) -> int:
     setup_logging(config.name, verbose)
 
     async def main() -> int:
-        node = CarpNode(config)
+        node = Node(config)
         node.prepare()
         return await serve(node)
 

@@ -16,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from typing import Generic, Protocol, TypeVar
+from typing import Concatenate, Generic, ParamSpec, Protocol, TypeVar
 
 from carpsim.runtime import hrtimer
 
 A = TypeVar("A")
 A_co = TypeVar("A_co", covariant=True)
+P = ParamSpec("P")
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +55,27 @@ class Driver(Generic[A]):
     def now(self) -> float:
         return hrtimer.monotonic()
 
-    def feed(self, method: Callable[..., Sequence[A]], *args: object) -> None:
-        """Call ``method(now, *args)`` on the machine, execute the actions, re-arm the timer."""
-        self._run(method, self.now(), *args)
+    def feed(
+        self,
+        method: Callable[Concatenate[float, P], Sequence[A]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> None:
+        """Call ``method(now, *args)`` on the machine, execute the actions, re-arm the timer.
 
-    def _run(self, method: Callable[..., Sequence[A]], now: float, *args: object) -> None:
+        `method` keeps its type: mypy checks `args` against the input's own signature.
+        """
+        self._run(method, self.now(), *args, **kwargs)
+
+    def _run(
+        self,
+        method: Callable[Concatenate[float, P], Sequence[A]],
+        now: float,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> None:
         try:
-            actions = list(method(now, *args))
+            actions = list(method(now, *args, **kwargs))
             self._execute(actions)
         except Exception:
             # A bug in one action must not leave the machine without a timer (a silent MASTER

@@ -1,12 +1,17 @@
-"""A CARP node on real interfaces: the pure `CarpGroup` plus the kernel edge that obeys it.
+"""A node on real interfaces: the pure `NodeMachines` plus the kernel edge that obeys it.
 
-`CarpNode.prepare()` validates everything against the host *without changing it* (interfaces
+The protocol decisions, including how state sync's readiness demotes CARP, are made by
+`carpsim.node.machines.NodeMachines`; this module only feeds it inputs and executes its
+actions. Links (netlink) and the CARP sockets are constructor arguments, so a test can hand
+in its own.
+
+`Node.prepare()` validates everything against the host *without changing it* (interfaces
 exist, scripts are executable). `start()` then sets sysctls, reclaims what a SIGKILLed
 predecessor left behind (macvlans by name/MAC, VIPs on the parent), creates one DOWN macvlan
 per VHID, opens one raw socket pair per parent interface and starts the driver. `stop()` sends
 the bow-out advert, removes VIPs and macvlans and closes everything.
 
-Action execution (the only place protocol decisions turn into kernel calls):
+Action execution (the only place protocol decisions turn into kernel calls), in list order:
 
 - Transmit   -> Ethernet frame from the virtual MAC (real MAC with real_mac) to 01:00:5e:00:00:12,
                 or an IP_HDRINCL send for a unicast peer
@@ -25,18 +30,20 @@ import logging
 import os
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Interface
-from typing import Any
+from typing import Any, Protocol
 
 from pyroute2.netlink.exceptions import NetlinkError
 
 from carpsim.errors import ConfigError
 from carpsim.net import sysctl
-from carpsim.net.carp_io import CarpSocket
+from carpsim.net.carp_io import CarpSocket, PacketHandler
 from carpsim.net.garp import garp_frame, mac_bytes
 from carpsim.net.links import LinkInfo, Links, LinkWatcher
-from carpsim.protocol.constants import CarpState, DropReason, virtual_mac
+from carpsim.node.machines import NodeMachines
+from carpsim.protocol.constants import CarpState, virtual_mac
 from carpsim.protocol.events import (
     Action,
     AddVip,
@@ -80,23 +87,54 @@ class VhidRuntime:
         return self.macvlan.index if self.macvlan is not None else self.parent.index
 
 
-class CarpNode:
-    def __init__(self, config: NodeConfig, *, rng: random.Random | None = None) -> None:
+class CarpPort(Protocol):
+    """What the node needs from one parent's CARP sockets (`net.carp_io.CarpSocket`)."""
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None: ...
+
+    def send_advert(self, packet: bytes, src_mac: bytes) -> None: ...
+
+    def send_frame(self, frame: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+SocketFactory = Callable[[str, int, PacketHandler], CarpPort]
+"""(parent name, parent ifindex, on_packet(ifindex, data)) -> the parent's CARP sockets."""
+
+
+class Node:
+    """One carpsim node: CARP VHIDs, optional state sync, the control socket and metrics."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        rng: random.Random | None = None,
+        links: Links | None = None,
+        socket_factory: SocketFactory = CarpSocket,
+    ) -> None:
         self.config = config
         self._rng = rng if rng is not None else random.Random()  # noqa: S311 - not crypto
-        self.links = Links()
+        self.links = links if links is not None else Links()
+        self._socket_factory = socket_factory
         self.metrics = CarpMetrics()
         self.hooks = HookRunner()
         self.vhids: dict[int, VhidRuntime] = {}
         self.parents: dict[int, LinkInfo] = {}
         self._parent_up: dict[int, bool] = {}
-        self._sockets: dict[int, CarpSocket] = {}
+        self._sockets: dict[int, CarpPort] = {}
         self._watcher: LinkWatcher | None = None
         self._events: EventsLog | None = None
         self._driver: Driver[Action] | None = None
         self.control: ControlServer | None = None
         self._web: Any = None  # the [web] pages' aiohttp runner (carpsim/web/node_app.py)
         self.group = CarpGroup(CarpMachine(spec.carp, self._rng) for spec in config.vhids)
+        self.machines = NodeMachines(
+            self.group,
+            with_sync=config.sync is not None,
+            sync_demote=config.sync.demote if config.sync is not None else 0,
+        )
         self.drops: Counter[str] = Counter()
         self.rx_packets = 0
         self.tx_packets = 0
@@ -106,12 +144,14 @@ class CarpNode:
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stop_requested = asyncio.Event()
-        # The operator's demote (config, `demote` command) and state sync's "not ready"
-        # demotion add up, so neither can cancel the other.
-        self._admin_demote = config.vhids[0].carp.demote if config.vhids else 0
         self.statesync: StateSyncService | None = None
         if config.sync is not None:
             self.statesync = StateSyncService(config.sync, self._statesync_ready, rng=self._rng)
+
+    @property
+    def driver(self) -> Driver[Action] | None:
+        """The CARP driver once `start_machines` ran: feed admin inputs through it."""
+        return self._driver
 
     # ------------------------------------------------------------------ setup
 
@@ -147,40 +187,18 @@ class CarpNode:
         ):
             if script is not None and not (os.path.isfile(script) and os.access(script, os.X_OK)):
                 raise ConfigError(name, f"not an executable file: {script}")
+        self.group.bind_interfaces({v: rt.parent.index for v, rt in self.vhids.items()})
         if self.statesync is not None:
             self.statesync.prepare(self.links)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._loop = loop
         cfg = self.config
         if cfg.events_json:
             self._events = EventsLog(cfg.events_json, cfg.name)
-        for parent in self.parents.values():
-            sysctl.prepare_parent(parent.name)
-        for rt in self.vhids.values():
-            self._reclaim(rt)
-            if rt.spec.real_mac:
-                rt.src_mac = mac_bytes(rt.parent.mac)
-            else:
-                rt.macvlan = self.links.create_macvlan(rt.parent, rt.vhid)
-                sysctl.prepare_macvlan(rt.macvlan.name)
-                rt.src_mac = mac_bytes(virtual_mac(rt.vhid))
-            m = self.group.machine(rt.vhid)
-            vhid = str(rt.vhid)
-            self.metrics.state.labels(vhid=vhid).set(0)
-            self.metrics.advert_interval.labels(vhid=vhid).set(m.advert_interval)
-            self.metrics.master_down.labels(vhid=vhid).set(m.master_down_interval)
-            self.metrics.track_age(rt.vhid, functools.partial(self._age, m))
-        for index, parent in self.parents.items():
-            srcips = {rt.spec.carp.srcip for rt in self.vhids.values() if rt.parent.index == index}
-            sock = CarpSocket(parent.name, index, srcips, functools.partial(self._packet, index))
-            self._sockets[index] = sock
-            self._parent_up[index] = parent.usable
-        self._driver = Driver(self.group, self.execute, loop)
-        if self.statesync is not None:
-            # Before the first advert: a node without the state table starts demoted (§1.7).
-            self.statesync.start(loop)
+        self._provision()
+        self.open_sockets()
+        self.start_machines(loop)
         for sock in self._sockets.values():
             sock.start(loop)
         self._watcher = LinkWatcher(self._link_event)
@@ -201,15 +219,46 @@ class CarpNode:
             self._web = await node_app.serve(cfg.web, self.control.status, cfg.name)
         if cfg.metrics_port:
             self.metrics.serve(cfg.metrics_port)
+        log.info("node %s: %d vhid(s) started", cfg.name, len(self.vhids))
+
+    def _provision(self) -> None:
+        """Host changes: sysctls, reclaim a killed predecessor's leftovers, the macvlans."""
+        for parent in self.parents.values():
+            sysctl.prepare_parent(parent.name)
+        for rt in self.vhids.values():
+            self._reclaim(rt)
+            if rt.spec.real_mac:
+                rt.src_mac = mac_bytes(rt.parent.mac)
+            else:
+                rt.macvlan = self.links.create_macvlan(rt.parent, rt.vhid)
+                sysctl.prepare_macvlan(rt.macvlan.name)
+                rt.src_mac = mac_bytes(virtual_mac(rt.vhid))
+            m = self.group.machine(rt.vhid)
+            vhid = str(rt.vhid)
+            self.metrics.state.labels(vhid=vhid).set(0)
+            self.metrics.advert_interval.labels(vhid=vhid).set(m.advert_interval)
+            self.metrics.master_down.labels(vhid=vhid).set(m.master_down_interval)
+            self.metrics.track_age(rt.vhid, functools.partial(self._age, m))
+
+    def open_sockets(self) -> None:
+        """One CARP socket set per parent, from the injected factory (not yet reading)."""
+        for index, parent in self.parents.items():
+            self._sockets[index] = self._socket_factory(parent.name, index, self._packet)
+            self._parent_up[index] = parent.usable
+
+    def start_machines(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The driver, state sync, and CARP's start on the usable parents."""
+        self._loop = loop
+        # The Replicator has its own driver in StateSyncService (it runs the kernel side
+        # too), so this driver's timer is the group's; every input still goes through the
+        # composition, whose rules turn the Replicator's readiness into demotion.
+        self._driver = Driver(self.group, self.execute, loop)
+        if self.statesync is not None:
+            # Before the first advert: a node without the state table starts demoted (§1.7).
+            self.statesync.start(loop)
         up = [v for v, rt in self.vhids.items() if self._parent_up[rt.parent.index]]
         down = [v for v in self.vhids if v not in up]
-        if down:
-            self._driver.feed(self.group.link_down, down)
-        if up:
-            self._driver.feed(self.group.link_up, up)
-        if self._total_demote():
-            self._driver.feed(self.group.set_demote, self._total_demote())
-        log.info("node %s: %d vhid(s) started", cfg.name, len(self.vhids))
+        self._driver.feed(self.machines.start, up, down)
 
     def _reclaim(self, rt: VhidRuntime) -> None:
         """Remove what a SIGKILLed run left: its macvlan and any VIP still on the parent."""
@@ -226,7 +275,7 @@ class CarpNode:
             return
         self._stopping = True
         if self._driver is not None:
-            self._driver.feed(self.group.shutdown)
+            self._driver.feed(self.machines.shutdown)
             self._driver.stop()
         # After the bow-out: stopping state sync joins the dump worker, which can block the
         # loop for up to its join timeout while a large dump finishes.
@@ -258,39 +307,32 @@ class CarpNode:
 
     # ------------------------------------------------------------------ inputs
 
-    def _packet(self, parent_index: int, data: bytes) -> None:
-        self.rx_packets += 1
-        self.metrics.rx_packets.labels(af="inet").inc()
+    def _packet(self, ifindex: int, data: bytes) -> None:
         assert self._driver is not None
-        # A vhid served on another parent but not this one would be demuxed to the wrong
-        # machine by the group: count it as arriving on the wrong interface (OpenBSD badif).
-        ihl = (data[0] & 0x0F) * 4 if data else 0
-        if len(data) > ihl + 1:
-            rt = self.vhids.get(data[ihl + 1])
-            if rt is not None and rt.parent.index != parent_index:
-                self._count_drop(CountDrop(rt.vhid, DropReason.BADIF, f"on ifindex {parent_index}"))
-                return
-        self._driver.feed(self.group.packet_received, data)
+        own = self.group.rx_own
+        self._driver.feed(self.machines.packet_received, data, ifindex)
+        if self.group.rx_own == own:  # our own adverts heard back are not received packets
+            self.rx_packets += 1
+            self.metrics.rx_packets.labels(af="inet").inc()
 
     def _link_event(self, index: int, flags: int, deleted: bool) -> None:
         if index not in self._parent_up or self._driver is None or self._stopping:
             return
-        usable = not deleted and bool(flags & 0x1) and bool(flags & 0x40)
+        usable = not deleted and LinkInfo.flags_usable(flags)
         if usable == self._parent_up[index]:
             return
         self._parent_up[index] = usable
         vhids = [v for v, rt in self.vhids.items() if rt.parent.index == index]
         name = self.parents[index].name
         log.warning("parent %s is %s: vhids %s", name, "up" if usable else "down", vhids)
-        self._driver.feed(self.group.link_up if usable else self.group.link_down, vhids)
+        self._driver.feed(self.machines.link_up if usable else self.machines.link_down, vhids)
 
     def _cmd_demote(self, req: JsonDict) -> JsonDict:
         value = req.get("value")
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 255:
             raise ValueError("demote: value must be an integer 0..255")
         assert self._driver is not None
-        self._admin_demote = value
-        self._driver.feed(self.group.set_demote, self._total_demote())
+        self._driver.feed(self.machines.set_admin_demote, value)
         return {"demote": self.group.group_demote}
 
     def _cmd_metrics(self, _req: JsonDict) -> JsonDict:
@@ -298,17 +340,13 @@ class CarpNode:
 
         return {"text": generate_latest(self.metrics.registry).decode()}
 
-    def _total_demote(self) -> int:
-        sync = self.statesync.demotion if self.statesync is not None else 0
-        return min(self._admin_demote + sync, 255)
-
     def _statesync_ready(self, ready: bool, reason: str) -> None:
-        """Replicator readiness -> CARP group demotion (OpenBSD pfsync style, spec §1.7)."""
+        """Replicator readiness, handed to the composition's demotion rule (spec §1.7)."""
         if self._driver is None:
             return
         # Called from inside the statesync driver's execute: feeding the CARP driver here is
         # a separate machine, so there is no re-entrancy into the replicator.
-        self._driver.feed(self.group.set_demote, self._total_demote())
+        self._driver.feed(self.machines.ready_changed, ready)
         log.info(
             "statesync %s (%s): group demote now %d",
             "ready" if ready else "not ready",
@@ -323,12 +361,8 @@ class CarpNode:
     # ------------------------------------------------------------------ actions
 
     def execute(self, actions: list[Action]) -> None:
-        # The wire-facing actions run first, in the machine's order (VIP up, then advert, then
-        # GARP), and the transition bookkeeping (log, events file, metrics, hooks) after them:
-        # it costs about a millisecond that would otherwise delay a new master's first advert.
-        # Keeping the VIP ahead of the advert matters on preemption: the old master steps down
-        # when it hears the advert, and the VIP must already answer by then.
-        deferred: list[Action] = []
+        # In list order: the machine already puts the VIPs ahead of the advert and the GARP,
+        # and the transition's bookkeeping after them (see CarpMachine._become_master).
         for action in actions:
             if isinstance(action, AddVip):
                 self._add_vip(action)
@@ -336,10 +370,7 @@ class CarpNode:
                 self._transmit(action)
             elif isinstance(action, SendGarp):
                 self._garp(action)
-            else:
-                deferred.append(action)
-        for action in deferred:
-            if isinstance(action, DelVip):
+            elif isinstance(action, DelVip):
                 self._del_vip(action)
             elif isinstance(action, StateChanged):
                 self._state_changed(action)
@@ -492,5 +523,5 @@ class CarpNode:
             "tx_packets": self.tx_packets,
             "tx_errors": dict(self.tx_errors),
             "demote": self.group.group_demote,
-            "admin_demote": self._admin_demote,
+            "admin_demote": self.machines.admin_demote,
         }

@@ -34,6 +34,7 @@ import logging
 import random
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import replace
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -47,6 +48,7 @@ from carpsim.net.conntrack import (
 )
 from carpsim.net.links import LinkInfo, Links, LinkWatcher
 from carpsim.net.sync_io import SyncSocket
+from carpsim.protocol.constants import IPPROTO_CARP
 from carpsim.runtime.ct_dump_worker import DumpChunk, DumpWorker
 from carpsim.runtime.driver import Driver
 from carpsim.runtime.nodeconfig import StateSyncConfig
@@ -67,7 +69,6 @@ from carpsim.statesync.replicator import Replicator
 
 log = logging.getLogger("carpsim.statesync")
 
-IPPROTO_CARP = 112
 IPPROTO_IGMP = 2
 # Link-local control traffic is per node by nature: replicating a CARP advert's conntrack entry
 # would only make both nodes fight over the same key.
@@ -80,7 +81,8 @@ NETFILTER_SYSCTLS = {
 }
 # Kernel writes per loop iteration (~2000 records ≈ 30 ms of netlink round trips at most).
 WRITE_CHUNK = 2000
-ReadyHandler = Any  # Callable[[bool, str], None]; Any keeps the node's bound method simple
+ReadyHandler = Callable[[bool, str], None]
+"""(ready, reason): the node hands it to its composition's demotion rule."""
 
 
 def set_netfilter_sysctls() -> None:
@@ -223,7 +225,7 @@ class StateSyncService:
     def _link_event(self, index: int, flags: int, deleted: bool) -> None:
         if self.link is None or index != self.link.index or self._driver is None:
             return
-        usable = not deleted and bool(flags & 0x1) and bool(flags & 0x40)
+        usable = not deleted and LinkInfo.flags_usable(flags)
         if usable == self._link_usable:
             return
         self._link_usable = usable

@@ -17,11 +17,11 @@ from carpsim.lab.probes import (
     AdvertCapture,
     IcmpProber,
     cpu_seconds,
-    in_netns,
     longest_gap,
     reply_gaps,
 )
 from carpsim.net import netns
+from carpsim.net.netns import enter_netns
 
 pytestmark = [
     pytest.mark.netns,
@@ -90,9 +90,9 @@ def _vrrp3_body(vrid: int, priority: int, centis: int) -> bytes:
 
 def test_capture_decodes_carp_and_vrrp3_with_kernel_timestamps(pair: tuple[str, str]) -> None:
     left, right = pair
-    with in_netns(right):
+    with enter_netns(right):
         right_sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)
-    with in_netns(left):
+    with enter_netns(left):
         left_sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)
     try:
         with AdvertCapture(left, ["v0"]) as capture:
@@ -144,7 +144,7 @@ def test_capture_on_bridge_ports_attributes_each_advert_to_its_ingress_port() ->
             netns.run(switch, ["ip", "link", "set", f"p{i}", "master", "br0", "up"])
             netns.run(ns, ["ip", "addr", "add", f"10.99.1.{i}/24", "dev", "eth0"])
             netns.run(ns, ["ip", "link", "set", "eth0", "up"])
-        with in_netns(n1):
+        with enter_netns(n1):
             sender = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)
         try:
             with AdvertCapture(switch, ["p1", "p2"]) as capture:

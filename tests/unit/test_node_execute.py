@@ -1,23 +1,35 @@
-"""CarpNode.execute keeps the wire actions going when netlink refuses a VIP change."""
+"""Node.execute keeps the wire actions going when netlink refuses a VIP change.
+
+The node gets its links and its CARP sockets through its constructor; these stand-ins record
+what it asks of the kernel."""
 
 from __future__ import annotations
 
 import asyncio
 from ipaddress import IPv4Interface
+from pathlib import Path
 
 from pyroute2.netlink.exceptions import NetlinkError
 
+from carpsim.net.carp_io import PacketHandler
 from carpsim.net.links import LinkInfo, Vip
 from carpsim.protocol.constants import CarpState
 from carpsim.protocol.events import AddVip, DelVip, SendGarp, StateChanged, Transmit
-from carpsim.runtime.node import CarpNode, VhidRuntime
-from carpsim.runtime.nodeconfig import NodeConfig, build_vhid
+from carpsim.runtime.node import Node
+from carpsim.runtime.nodeconfig import NodeConfig, VhidSpec, build_vhid
 
 ENODEV = 19
+PARENT = LinkInfo(index=7, name="lan0", mac="02:00:00:00:00:01", flags=0x41, kind="", parent=None)
 
 
 class _GoneMacvlanLinks:
     """Stands in for the kernel after someone deleted the VHID's macvlan under us."""
+
+    def lookup(self, name: str) -> LinkInfo | None:
+        return PARENT if name == PARENT.name else None
+
+    def ipv4_addresses(self, index: int) -> list[IPv4Interface]:
+        return [IPv4Interface("192.168.110.251/24")]
 
     def add_address(self, index: int, vip: Vip) -> None:
         raise NetlinkError(ENODEV, "No such device")
@@ -43,35 +55,50 @@ class _RecordingSocket:
     def send_frame(self, frame: bytes) -> None:
         self.frames.append(frame)
 
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
 
-def _node() -> tuple[CarpNode, _RecordingSocket]:
-    spec = build_vhid(
-        vhid=1,
-        interface="lan0",
-        srcip="192.168.110.251",
-        vips=["192.168.110.254/24"],
-        password="pw",
+def _spec(vhid: int, vip: str) -> VhidSpec:
+    return build_vhid(
+        vhid=vhid, interface="lan0", srcip="192.168.110.251", vips=[vip], password="pw"
     )
-    node = CarpNode(NodeConfig(name="n1", vhids=(spec,)))
-    node.links.close()
-    node.links = _GoneMacvlanLinks()  # type: ignore[assignment]
-    parent = LinkInfo(
-        index=7, name="lan0", mac="02:00:00:00:00:01", flags=0x41, kind="", parent=None
-    )
-    macvlan = LinkInfo(
-        index=8, name="carp1x7", mac="00:00:5e:00:01:01", flags=0, kind="macvlan", parent=7
-    )
-    node.vhids[1] = VhidRuntime(spec=spec, parent=parent, macvlan=macvlan, src_mac=b"\0" * 6)
+
+
+def _node(
+    tmp: Path,
+    links: _GoneMacvlanLinks,
+    sock: _RecordingSocket,
+    specs: tuple[VhidSpec, ...] = (_spec(1, "192.168.110.254/24"),),
+) -> Node:
+    """A prepared node whose sockets are open (nothing reads them) and whose VHIDs have
+    macvlans with indexes 8, 9, ..."""
+
+    def sockets(ifname: str, ifindex: int, on_packet: PacketHandler) -> _RecordingSocket:
+        assert (ifname, ifindex) == (PARENT.name, PARENT.index)
+        return sock
+
+    config = NodeConfig(name="n1", vhids=specs, control=str(tmp / "ctl"))
+    node = Node(config, links=links, socket_factory=sockets)  # type: ignore[arg-type]
+    node.prepare()
+    node.open_sockets()
+    for i, rt in enumerate(node.vhids.values()):
+        rt.macvlan = LinkInfo(
+            index=8 + i, name=f"carp{rt.vhid}x7", mac="", flags=0, kind="macvlan", parent=7
+        )
+    return node
+
+
+def _state(node: Node, vhid: int) -> float | None:
+    return node.metrics.registry.get_sample_value("carp_state", {"vhid": str(vhid)})
+
+
+def test_a_netlink_error_adding_the_vip_still_sends_the_advert_and_garp(tmp_path: Path) -> None:
     sock = _RecordingSocket()
-    node._sockets[7] = sock  # type: ignore[assignment]
-    return node, sock
-
-
-def test_a_netlink_error_adding_the_vip_still_sends_the_advert_and_garp() -> None:
-    node, sock = _node()
+    node = _node(tmp_path, _GoneMacvlanLinks(), sock)
     vips = (IPv4Interface("192.168.110.254/24"),)
 
     async def main() -> None:
@@ -87,11 +114,11 @@ def test_a_netlink_error_adding_the_vip_still_sends_the_advert_and_garp() -> Non
     asyncio.run(main())
     assert sock.adverts == [b"advert"]
     assert len(sock.frames) == 1
-    assert node.metrics.state.labels(vhid="1")._value.get() == 2
+    assert _state(node, 1) == 2
 
 
-def test_a_netlink_error_removing_the_vip_still_records_the_transition() -> None:
-    node, _sock = _node()
+def test_a_netlink_error_removing_the_vip_still_records_the_transition(tmp_path: Path) -> None:
+    node = _node(tmp_path, _GoneMacvlanLinks(), _RecordingSocket())
     vips = (IPv4Interface("192.168.110.254/24"),)
 
     async def main() -> None:
@@ -100,7 +127,7 @@ def test_a_netlink_error_removing_the_vip_still_records_the_transition() -> None
         )
 
     asyncio.run(main())
-    assert node.metrics.state.labels(vhid="1")._value.get() == 1
+    assert _state(node, 1) == 1
 
 
 class _RefusingDeleteLinks(_GoneMacvlanLinks):
@@ -131,31 +158,11 @@ class _ClosableSocket(_RecordingSocket):
         self.closed = True
 
 
-def test_stop_cleans_every_vhid_even_when_one_macvlan_delete_fails() -> None:
-    specs = tuple(
-        build_vhid(
-            vhid=v,
-            interface="lan0",
-            srcip="192.168.110.251",
-            vips=[f"192.168.110.{250 + v}/24"],
-            password="pw",
-        )
-        for v in (1, 2)
-    )
-    node = CarpNode(NodeConfig(name="n1", vhids=specs))
-    node.links.close()
+def test_stop_cleans_every_vhid_even_when_one_macvlan_delete_fails(tmp_path: Path) -> None:
     links = _RefusingDeleteLinks()
-    node.links = links  # type: ignore[assignment]
-    parent = LinkInfo(
-        index=7, name="lan0", mac="02:00:00:00:00:01", flags=0x41, kind="", parent=None
-    )
-    for spec, index in zip(specs, (8, 9), strict=True):
-        mv = LinkInfo(
-            index=index, name=f"carp{spec.carp.vhid}x7", mac="", flags=0, kind="macvlan", parent=7
-        )
-        node.vhids[spec.carp.vhid] = VhidRuntime(spec=spec, parent=parent, macvlan=mv)
     sock = _ClosableSocket()
-    node._sockets[7] = sock  # type: ignore[assignment]
+    specs = tuple(_spec(v, f"192.168.110.{250 + v}/24") for v in (1, 2))
+    node = _node(tmp_path, links, sock, specs)
 
     asyncio.run(node.stop())
     assert (9, "192.168.110.252/24") in links.removed
@@ -167,29 +174,28 @@ def test_stop_cleans_every_vhid_even_when_one_macvlan_delete_fails() -> None:
 class _SlowStoppingSync:
     """State sync whose stop() blocks (the dump worker's join); records what CARP had sent."""
 
-    demotion = 0
-
     def __init__(self, sock: _RecordingSocket) -> None:
         self._sock = sock
         self.adverts_at_stop: int | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        pass
 
     def stop(self) -> None:
         self.adverts_at_stop = len(self._sock.adverts)
 
 
-def test_the_bow_out_is_sent_before_state_sync_stops() -> None:
-    node, sock = _node()
-    node.links = _RefusingDeleteLinks()  # type: ignore[assignment]
+def test_the_bow_out_is_sent_before_state_sync_stops(tmp_path: Path) -> None:
+    sock = _RecordingSocket()
+    node = _node(tmp_path, _RefusingDeleteLinks(), sock)
     sync = _SlowStoppingSync(sock)
     node.statesync = sync  # type: ignore[assignment]
 
     async def main() -> None:
-        from carpsim.runtime.driver import Driver  # noqa: PLC0415
-
-        driver = Driver(node.group, node.execute, asyncio.get_running_loop())
-        node._driver = driver
-        driver.feed(node.group.link_up, [1])
-        driver._run(node.group.on_timer, driver.now() + 60.0)  # master-down expired
+        node.start_machines(asyncio.get_running_loop())
+        assert node.group.machine(1).state is CarpState.BACKUP
+        assert node.driver is not None
+        node.driver.feed(node.group.machine(1).force_master)
         assert node.group.machine(1).state is CarpState.MASTER
         sent = len(sock.adverts)
         await node.stop()
