@@ -50,6 +50,8 @@ class CarpGroup:
             if machine.vhid in self._machines:
                 raise ValueError(f"vhid {machine.vhid} appears twice in one group")
             self._machines[machine.vhid] = machine
+        # The simulator and the driver ask for the deadline after every input: iterate a tuple.
+        self._all = tuple(self._machines.values())
         self._interfaces = dict(interfaces) if interfaces is not None else None
         self._own = frozenset(m.config.srcip.packed for m in self._machines.values())
         self.rx_own = 0
@@ -89,7 +91,7 @@ class CarpGroup:
 
     def next_deadline(self) -> float | None:
         best: float | None = None
-        for machine in self._machines.values():
+        for machine in self._all:
             d = machine.next_deadline()
             if d is not None and (best is None or d < best):
                 best = d
@@ -118,7 +120,7 @@ class CarpGroup:
 
     def on_timer(self, now: float) -> list[Action]:
         actions: list[Action] = []
-        for machine in self._machines.values():
+        for machine in self._all:
             deadline = machine.next_deadline()
             if deadline is not None and deadline <= now:
                 actions.extend(machine.on_timer(now))

@@ -53,6 +53,19 @@ class CarpMachine:
         self._state = CarpState.INIT
         self._demote = config.demote
         self._skew_demotion = 0
+        # Both intervals are read on every timer and advert; they change only with the
+        # config (fixed) and the skew demotion (set_skew_demotion recomputes).
+        self._master_down = timers.master_down_interval(
+            config.advbase,
+            config.advskew,
+            deadratio=config.deadratio,
+            formula=config.master_down_formula,
+        )
+        # FreeBSD's wait, whatever our own formula: the "peer will time out" test uses it.
+        self._freebsd_wait = timers.master_down_interval(
+            config.advbase, config.advskew, deadratio=config.deadratio
+        )
+        self._advert_interval = timers.advert_interval(config.advbase, config.advskew)
         self._deadline: float | None = None
         self._delayed_garp = -1
         self._last_advert_at: float | None = None
@@ -107,14 +120,11 @@ class CarpMachine:
 
     @property
     def advert_interval(self) -> float:
-        return timers.advert_interval(self._config.advbase, self.effective_advskew)
+        return self._advert_interval
 
     @property
     def master_down_interval(self) -> float:
-        cfg = self._config
-        return timers.master_down_interval(
-            cfg.advbase, cfg.advskew, deadratio=cfg.deadratio, formula=cfg.master_down_formula
-        )
+        return self._master_down
 
     def next_deadline(self) -> float | None:
         return self._deadline
@@ -155,6 +165,7 @@ class CarpMachine:
         if value == self._skew_demotion:
             return []
         self._skew_demotion = value
+        self._advert_interval = timers.advert_interval(self._config.advbase, self.effective_advskew)
         return self._dispatch(now, CarpInput.DEMOTE, "demote")
 
     def packet_received(self, now: float, pkt: CarpPacket) -> list[Action]:
@@ -264,10 +275,9 @@ class CarpMachine:
             return self._become_master(now, "preempt")
         if dp > dm:
             return self._become_master(now, "peer_demoted")
-        # The sender's period exceeds the time we would wait for it (FreeBSD's rule, whatever
-        # our own formula): it will time out anyway, so take over now.
-        own_wait = timers.master_down_interval(cfg.advbase, cfg.advskew, deadratio=cfg.deadratio)
-        if cfg.advbase != 0 and own_wait < theirs:
+        # The sender's period exceeds the time we would wait for it: it will time out
+        # anyway, so take over now.
+        if cfg.advbase != 0 and self._freebsd_wait < theirs:
             return self._become_master(now, "peer_will_time_out")
         self._deadline = now + self.master_down_interval
         return []

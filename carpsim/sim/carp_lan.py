@@ -112,6 +112,17 @@ class CarpSimNode(SimNode, CarpExecutor):
         self.demote_style = demote_style
         self.group = group
 
+    @property
+    def group(self) -> CarpGroup:
+        return self._group
+
+    @group.setter
+    def group(self, group: CarpGroup) -> None:
+        self._group = group
+        # The runner asks every node for its deadline twice per step: hand it the group's
+        # own method instead of a wrapper frame (worth 2% of the failover benchmark).
+        self.next_deadline = group.next_deadline  # type: ignore[method-assign]
+
     def state(self, vhid: int) -> CarpState:
         return self.group.machine(vhid).state
 

@@ -122,8 +122,9 @@ class Link(_Reach):
         if not self.up:
             self.dropped += 1
             return
+        split = bool(self._side)
         for node in self._nodes:
-            if node != sender and self.can_hear(sender, node):
+            if node != sender and (not split or self.can_hear(sender, node)):
                 self._carry(now, sender, node, data)
 
     def _carry(self, now: float, sender: str, node: str, data: bytes) -> None:

@@ -190,16 +190,18 @@ class Runner(Generic[N]):
             t = link.next_time()
             if t is not None and (best is None or t < best):
                 best = t
-        for channel in self.streams.values():
-            t = channel.next_time()
-            if t is not None and (best is None or t < best):
-                best = t
+        if self.streams:
+            for channel in self.streams.values():
+                t = channel.next_time()
+                if t is not None and (best is None or t < best):
+                    best = t
         for node in self.nodes.values():
             if node.alive:
                 t = node.next_deadline()
                 if t is not None and (best is None or t < best):
                     best = t
-        return best if best is None or best >= self.clock.now else self.clock.now
+        now = self.clock.now
+        return best if best is None or best >= now else now
 
     def _step(self, now: float) -> None:
         while self._scheduled and self._scheduled[0].time <= now:
@@ -210,7 +212,7 @@ class Runner(Generic[N]):
                 node = nodes[delivery.node]
                 if node.alive:
                     node.receive(now, link.name, delivery.data)
-        for channel in self.streams.values():
+        for channel in self.streams.values() if self.streams else ():
             for sd in channel.pop_due(now):
                 node = nodes[sd.node]
                 if node.alive:
