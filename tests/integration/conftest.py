@@ -140,7 +140,8 @@ class Lan:
 @pytest.fixture
 def lan(tmp_path: Path) -> Iterator[Lan]:
     _need_root()
-    prefix = netns.unique_prefix("ct")
+    # CARPSIM_NS_TAG names whose run created the namespaces (parallel runs on one host).
+    prefix = netns.unique_prefix("ct" + os.environ.get("CARPSIM_NS_TAG", ""))
     lab = Lan(prefix, tmp_path)
     try:
         yield lab

@@ -32,7 +32,7 @@ pytestmark = [
 @pytest.fixture
 def pair() -> Iterator[tuple[str, str]]:
     """Namespaces `left` (10.99.0.1) and `right` (10.99.0.2) joined by a veth pair, both `v0`."""
-    prefix = netns.unique_prefix("tp")
+    prefix = netns.unique_prefix("tp" + os.environ.get("CARPSIM_NS_TAG", ""))
     left, right = f"{prefix}l", f"{prefix}r"
     with netns.temporary([left, right]):
         netns.run(
@@ -128,7 +128,7 @@ def test_cpu_seconds_grows_with_work() -> None:
 
 def test_capture_on_bridge_ports_attributes_each_advert_to_its_ingress_port() -> None:
     # A bridge consumes frames in its rx handler: only ETH_P_ALL taps see them on the port.
-    prefix = netns.unique_prefix("tp")
+    prefix = netns.unique_prefix("tp" + os.environ.get("CARPSIM_NS_TAG", ""))
     switch, n1, n2 = f"{prefix}sw", f"{prefix}n1", f"{prefix}n2"
     with netns.temporary([switch, n1, n2]):
         netns.run(
