@@ -56,6 +56,35 @@ def test_routing_and_drops() -> None:
     ]
 
 
+def test_own_adverts_are_dropped_before_decoding_and_counted_apart() -> None:
+    g = master_group()
+    own = transmits(g.on_timer(4.0))
+    assert all(g.packet_received(4.0, data) == [] for data in own)
+    assert g.rx_own == 3
+    # Not a drop reason: heard back, our adverts are neither malformed nor a peer's.
+    truncated_own = own[0][:25]
+    assert g.packet_received(4.0, truncated_own) == []
+    assert g.rx_own == 4
+
+
+def test_a_vhid_served_on_another_interface_is_badif() -> None:
+    sender = master_group()
+    receiver = group(2, 100)
+    receiver.bind_interfaces({1: 7, 2: 7, 3: 9})
+    receiver.link_up(0.0)
+    adverts = {decode_packet(d).advert.vhid: d for d in transmits(sender.on_timer(4.0))}
+    assert receiver.packet_received(4.0, adverts[3], 7) == [
+        CountDrop(3, DropReason.BADIF, "on ifindex 7")
+    ]
+    assert receiver.machine(3).last_advert_at is None  # it never reached the machine
+    assert not any(isinstance(a, CountDrop) for a in receiver.packet_received(4.0, adverts[3], 9))
+    assert receiver.machine(3).last_advert_at == 4.0
+    assert (
+        receiver.packet_received(4.0, adverts[1], 7)[0]
+        == receiver.packet_received(4.1, adverts[1], 7)[0]
+    )  # an AdvertAccepted both times, on its own interface
+
+
 def test_openbsd_group_demotion_is_one_per_down_vhid() -> None:
     g = master_group()
     actions = g.link_down(5.0, [3])
