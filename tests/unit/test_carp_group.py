@@ -9,7 +9,7 @@ import pytest
 
 from carpsim.protocol.codec import decode_packet
 from carpsim.protocol.constants import CarpState, DropReason
-from carpsim.protocol.events import Action, CountDrop, Transmit
+from carpsim.protocol.events import Action, AdvertAccepted, CountDrop, Transmit
 from carpsim.protocol.group import CarpGroup, DemoteStyle
 from carpsim.protocol.machine import CarpMachine
 from carpsim.sim.scenarios import lan_config
@@ -79,10 +79,8 @@ def test_a_vhid_served_on_another_interface_is_badif() -> None:
     assert receiver.machine(3).last_advert_at is None  # it never reached the machine
     assert not any(isinstance(a, CountDrop) for a in receiver.packet_received(4.0, adverts[3], 9))
     assert receiver.machine(3).last_advert_at == 4.0
-    assert (
-        receiver.packet_received(4.0, adverts[1], 7)[0]
-        == receiver.packet_received(4.1, adverts[1], 7)[0]
-    )  # an AdvertAccepted both times, on its own interface
+    accepted = receiver.packet_received(4.0, adverts[1], 7)
+    assert isinstance(accepted[0], AdvertAccepted)  # vhid 1 is served on ifindex 7
 
 
 def test_openbsd_group_demotion_is_one_per_down_vhid() -> None:
