@@ -24,8 +24,10 @@ How a machine plugs in: write a node adapter, a `SimNode` subclass that holds th
 
 Register carriers with `add_link` / `add_stream` and adapters with `add_node`; then `attach`
 plugs a node into a link. `kill` takes a node off every carrier (breaking its streams) and stops
-feeding it; presets such as `sim.carp_lan.CarpLan` and `sim.sync_pair.SyncPair` add the
-protocol's own start/stop/restart on top.
+feeding it; the presets add a protocol's own start/stop/restart on top: `sim.carp_lan.CarpLan`
+(CARP groups on one LAN), `sim.sync_pair.SyncPair` (two Replicators on a sync cable) and
+`sim.ha_pair.HaPair` (two whole nodes, `NodeMachines` each, on both). `tests/sim/test_link.py`
+has the smallest adapter there is, one that only records what reaches it.
 """
 
 from __future__ import annotations
