@@ -218,7 +218,7 @@ class Node:
 
             self._web = await node_app.serve(cfg.web, self.control.status, cfg.name)
         if cfg.metrics_port:
-            self.metrics.serve(cfg.metrics_port)
+            self.metrics.serve(cfg.metrics_port, cfg.metrics_address)
         log.info("node %s: %d vhid(s) started", cfg.name, len(self.vhids))
 
     def _provision(self) -> None:
