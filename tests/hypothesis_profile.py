@@ -1,4 +1,4 @@
-"""Suite-wide test settings.
+"""Suite-wide Hypothesis settings, loaded as a pytest plugin (pyproject: `-p hypothesis_profile`).
 
 Hypothesis' per-example deadline (200 ms) is a timing assertion in disguise: on a loaded
 two-core CI machine it fails correct code. Examples have no deadline here; time budgets live in
