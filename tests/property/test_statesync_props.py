@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import random
+import struct
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from carpsim.cli.describe import describe_frame
 from carpsim.errors import DecodeError
 from carpsim.sim.sync_pair import SyncPair, flow_view, sync_faults
 from carpsim.statesync import codec
@@ -26,6 +28,11 @@ from carpsim.statesync.config import ReplicatorConfig
 from carpsim.statesync.constants import Act, BusStatus
 from carpsim.statesync.record import FlowKey, StateRecord, TcpState
 from carpsim.statesync.replicator import Replicator
+
+
+def _header(total: int, cksum: bytes) -> bytes:
+    return struct.pack("!BBH16s", 5, 0, total, cksum)
+
 
 u16 = st.integers(0, 0xFFFF)
 u32 = st.integers(0, 0xFFFFFFFF)
@@ -121,10 +128,10 @@ def test_random_bytes_only_raise_decode_error(data: bytes) -> None:
 
 @given(st.binary(max_size=400))
 def test_random_payload_behind_a_valid_header_only_raises_decode_error(body: bytes) -> None:
-    data = codec.HEADER.pack(5, 0, 20 + len(body), bytes(16)) + body
+    data = _header(20 + len(body), bytes(16)) + body
     with contextlib.suppress(DecodeError):
         codec.decode_frame(data)
-    desc = codec.describe_frame(data)
+    desc = describe_frame(data)
     assert desc["protocol"] == "pfsync"
 
 
@@ -184,7 +191,7 @@ def test_random_input_sequences_never_raise_and_converge_after_healing(
         elif op == "run":
             pair.run_for(arg / 100)
         else:
-            data = codec.HEADER.pack(5, 0, 60, bytes(16)) + garbage.randbytes(40)
+            data = _header(60, bytes(16)) + garbage.randbytes(40)
             pair.execute(node, rep.frame_received(pair.now, data))
     # heal: links up, no loss, let retries and refreshes settle
     pair.link.impairment = sync_faults()

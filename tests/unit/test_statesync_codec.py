@@ -19,11 +19,11 @@ from carpsim.statesync.codec import (
     SeqHeader,
     StateRef,
     decode_frame,
-    describe_frame,
     encode_frame,
     pack_state,
     unpack_state,
 )
+from carpsim.cli.describe import describe_frame
 from carpsim.statesync.constants import Act, BusStatus, PfTcpLevel
 from carpsim.statesync.record import FlowKey, StateRecord, TcpState
 
@@ -147,6 +147,11 @@ def test_skips_1301_records_as_raw() -> None:
     assert decode_frame(data).sections == (Section(Act.UPD_1301, (RawRecord(raw),)),)
 
 
+def _header(total: int, cksum: bytes) -> bytes:
+    """A version-5 pfsync header claiming `total` bytes (to build malformed frames)."""
+    return struct.pack("!BBH16s", 5, 0, total, cksum)
+
+
 def _good() -> bytes:
     return encode_frame(Frame((Section(Act.INS, (REC,)),)))
 
@@ -163,14 +168,17 @@ def _with_state_byte(offset: int, value: int) -> bytes:
         (b"\x05\x00\x00", "badlen"),
         (bytes([6]) + _good()[1:], "badver"),
         (_good()[:-10], "badlen"),  # header len beyond packet
-        (codec.HEADER.pack(5, 0, 28, bytes(16)) + bytes([99, 0, 0, 1, 0, 0, 0, 0]), "badact"),
-        (codec.HEADER.pack(5, 0, 20, bytes(16)), "noeof"),
-        (codec.HEADER.pack(5, 0, 24, bytes(16)) + bytes([13, 0, 0, 1]), "badlen"),
+        (_header(28, bytes(16)) + bytes([99, 0, 0, 1, 0, 0, 0, 0]), "badact"),
+        (_header(20, bytes(16)), "noeof"),
+        (_header(24, bytes(16)) + bytes([13, 0, 0, 1]), "badlen"),
         (_with_state_byte(232, 7), "badaf"),
         (_with_state_byte(234, 0), "baddir"),
         (_with_state_byte(96 + 24, 13), "badstate"),
         (_with_state_byte(239, 22), "badtimeout"),
-        (codec.assemble([codec.section_bytes(Act.BUS, [codec.BUS.pack(1, 0, 3)])]), "badbus"),
+        (
+            codec.assemble([codec.section_bytes(Act.BUS, [struct.pack("!IIB3x", 1, 0, 3)])]),
+            "badbus",
+        ),
         (
             codec.assemble([codec.section_bytes(Act.XSEQ, [bytes(24), bytes(24)])]),
             "badext",
@@ -184,7 +192,7 @@ def _with_state_byte(offset: int, value: int) -> bytes:
             ),
             "badext",
         ),
-        (codec.assemble([codec.section_bytes(Act.XNACK, [codec.XNACK.pack(5, 4)])]), "badext"),
+        (codec.assemble([codec.encode_nacks([NackRange(5, 4)])]), "badext"),
     ],
 )
 def test_decode_errors_carry_reasons(data: bytes, reason: str) -> None:

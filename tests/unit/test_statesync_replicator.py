@@ -20,7 +20,7 @@ from carpsim.statesync.codec import (
     encode_frame,
 )
 from carpsim.statesync.config import ReplicatorConfig
-from carpsim.statesync.constants import Act, BusStatus
+from carpsim.statesync.constants import Act, BusStatus, SyncDropReason
 from carpsim.statesync.events import (
     Action,
     BulkCompleted,
@@ -237,15 +237,17 @@ def test_sync_traffic_and_sync_addresses_are_never_replicated() -> None:
 
 def test_bad_frames_are_counted_not_raised() -> None:
     r = ready_node()
-    assert r.frame_received(1.0, b"\x06" + bytes(30)) == [CountDrop("badver", "version 6")]
-    assert r.frame_received(1.0, b"") == [CountDrop("badlen", "0 bytes < header")]
+    assert r.frame_received(1.0, b"\x06" + bytes(30)) == [
+        CountDrop(SyncDropReason.BADVER, "version 6")
+    ]
+    assert r.frame_received(1.0, b"") == [CountDrop(SyncDropReason.BADLEN, "0 bytes < header")]
 
 
 def test_own_frames_are_dropped_as_loop() -> None:
     r = make()
     out = r.started(0.0)
     (own,) = [a for a in out if isinstance(a, Transmit)]
-    assert r.frame_received(0.1, own.data) == [CountDrop("loop", "own epoch")]
+    assert r.frame_received(0.1, own.data) == [CountDrop(SyncDropReason.LOOP, "own epoch")]
 
 
 def test_unknown_compressed_update_requests_the_full_state() -> None:
@@ -265,7 +267,7 @@ def test_compressed_update_applies_forward_and_refuses_backwards() -> None:
     assert out == [InstallStates((replace(rec, tcp_state=TcpState.TIME_WAIT, timeout=120),))]
     back = CompressedUpdate(2, 4, TcpState.ESTABLISHED, 999)
     out = r.frame_received(1.2, peer_frame(4, Section(Act.UPD_C, (back,))))
-    assert out == [CountDrop("stale", "compressed update")]
+    assert out == [CountDrop(SyncDropReason.STALE, "compressed update")]
 
 
 def test_full_update_request_and_del_c_and_clr_from_peer() -> None:
@@ -373,7 +375,7 @@ def test_stale_copy_of_a_local_state_in_a_bulk_is_refused_and_ours_goes_out() ->
     assert isinstance(rec, StateRecord)
     r.local_updated(1.2, local(1, TcpState.CLOSE_WAIT))  # crosses the peer's bulk below
     out = _peer_bulk(r, 1.21, 2, rec)
-    assert CountDrop("stale", "copy of a local state") in out
+    assert CountDrop(SyncDropReason.STALE, "copy of a local state") in out
     assert not any(isinstance(a, InstallStates) for a in out)
     (upd,) = sections(r.on_timer(1.3), Act.UPD)
     assert upd.items == (replace(rec, tcp_state=TcpState.CLOSE_WAIT),)
@@ -414,5 +416,5 @@ def test_own_state_that_loses_a_collision_is_deleted_on_the_peer_too() -> None:
     assert dels.items == (StateRef(0xA1, ours.id),)
     assert sections(out, Act.INS) == sections(out, Act.UPD) == []  # theirs is not echoed back
     out = r.frame_received(1.4, peer_frame(3, Section(Act.INS, (ours,))))
-    assert out == [CountDrop("stale", "deleted here")]
+    assert out == [CountDrop(SyncDropReason.STALE, "deleted here")]
     assert r.local_deleted(1.5, key(1)) == []  # theirs now: the peer decides
