@@ -13,7 +13,7 @@ which pf ignores; zone rides in `rtableid`; pf-only fields are "none" (-1) or 0.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from carpsim.errors import DecodeError
@@ -40,7 +40,32 @@ from carpsim.statesync.constants import (
     PfTcpLevel,
     SyncDropReason,
 )
+from carpsim.statesync.items import (
+    BulkStatus,
+    Clear,
+    CompressedUpdate,
+    Frame,
+    Item,
+    NackRange,
+    RawRecord,
+    Section,
+    SeqHeader,
+    StateRef,
+)
 from carpsim.statesync.record import FlowKey, StateRecord, TcpState
+
+__all__ = [
+    "BulkStatus",
+    "Clear",
+    "CompressedUpdate",
+    "Frame",
+    "Item",
+    "NackRange",
+    "RawRecord",
+    "Section",
+    "SeqHeader",
+    "StateRef",
+]
 
 # --- structs ---------------------------------------------------------------------------------
 
@@ -137,109 +162,6 @@ _PROXY_DST = int(L.PROXY_DST)
 _M32 = 0xFFFFFFFF
 _ZERO16 = bytes(16)
 _ZERO12 = bytes(12)
-
-# --- item types ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StateRef:
-    """(creatorid, id) reference: UPD_REQ (0/0 = "send everything"), DEL_C, INS_ACK."""
-
-    creatorid: int
-    id: int
-
-
-@dataclass(frozen=True, slots=True)
-class CompressedUpdate:
-    """UPD_C: what changes during a flow's life (TCP level, remaining timeout, flags)."""
-
-    creatorid: int
-    id: int
-    tcp_state: TcpState
-    timeout: int
-    status: int = 0
-    mark: int = 0
-    flags: int = 0
-    """carpsim UPD_C flags (pad byte 0, zero from pf): UPDC_TRAFFIC."""
-
-
-@dataclass(frozen=True, slots=True)
-class Clear:
-    """CLR: drop every state created by `creatorid` (on interface `ifname` if non-empty)."""
-
-    creatorid: int
-    ifname: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class BulkStatus:
-    creatorid: int
-    endtime: int
-    status: BusStatus
-
-
-@dataclass(frozen=True, slots=True)
-class SeqHeader:
-    """carpsim XSEQ: the sender's epoch and sequence number plus a piggybacked cumulative ACK.
-
-    seq 0 = unsequenced (control only). `oldest`: the lowest seq the sender can still resend;
-    a receiver expecting less skips forward (the sender covers such loss with a bulk push).
-    """
-
-    epoch: int
-    seq: int
-    oldest: int
-    ack_epoch: int
-    ack: int
-    flags: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class NackRange:
-    """carpsim XNACK: seqs first..last (inclusive) of the ack_epoch stream are missing."""
-
-    first: int
-    last: int
-
-
-@dataclass(frozen=True, slots=True)
-class RawRecord:
-    """A record of a layout we only skip (1301 states, DEL, TDB)."""
-
-    data: bytes
-
-
-Item = (
-    StateRecord
-    | StateRef
-    | CompressedUpdate
-    | Clear
-    | BulkStatus
-    | SeqHeader
-    | NackRange
-    | RawRecord
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Section:
-    action: int
-    items: tuple[Item, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Frame:
-    sections: tuple[Section, ...]
-    pfcksum: bytes = ZERO_CKSUM
-
-    @property
-    def seq(self) -> SeqHeader | None:
-        if self.sections and self.sections[0].action == Act.XSEQ:
-            item = self.sections[0].items[0]
-            assert isinstance(item, SeqHeader)
-            return item
-        return None
-
 
 # --- record packing --------------------------------------------------------------------------
 
@@ -389,42 +311,71 @@ def encode_frame(frame: Frame) -> bytes:
     )
 
 
-def _decode_items(action: int, data: memoryview, off: int, count: int, size: int) -> list[Item]:
-    items: list[Item] = []
-    if action in (Act.INS, Act.UPD):
-        for i in range(count):
-            items.append(unpack_state(data, off + i * size))
-    elif action == Act.UPD_C:
-        for i in range(count):
-            items.append(unpack_upd_c(data, off + i * size))
-    elif action in (Act.UPD_REQ, Act.DEL_C, Act.INS_ACK):
-        for i in range(count):
-            sid, cid = _REF.unpack_from(data, off + i * size)
-            items.append(StateRef(cid, sid))
-    elif action == Act.CLR:
-        for i in range(count):
-            name, cid = _CLR.unpack_from(data, off + i * size)
-            items.append(Clear(cid, name.split(b"\0", 1)[0].decode("ascii", "replace")))
-    elif action == Act.BUS:
-        for i in range(count):
-            cid, endtime, st = _BUS.unpack_from(data, off + i * size)
-            if st not in (BusStatus.START, BusStatus.END):
-                raise DecodeError(SyncDropReason.BADBUS, f"bus status {st}")
-            items.append(BulkStatus(cid, endtime, BusStatus(st)))
-    elif action == Act.XSEQ:
-        if count != 1:
-            raise DecodeError(SyncDropReason.BADEXT, f"XSEQ count {count}")
-        items.append(SeqHeader(*_XSEQ.unpack_from(data, off)))
-    elif action == Act.XNACK:
-        for i in range(count):
-            first, last = _XNACK.unpack_from(data, off + i * size)
-            if first == 0 or first > last:
-                raise DecodeError(SyncDropReason.BADEXT, f"NACK range {first}..{last}")
-            items.append(NackRange(first, last))
-    else:
-        for i in range(count):
-            items.append(RawRecord(bytes(data[off + i * size : off + (i + 1) * size])))
-    return items
+def _states(data: memoryview, off: int, count: int, size: int) -> list[Item]:
+    return [unpack_state(data, off + i * size) for i in range(count)]
+
+
+def _upd_cs(data: memoryview, off: int, count: int, size: int) -> list[Item]:
+    return [unpack_upd_c(data, off + i * size) for i in range(count)]
+
+
+def _refs(data: memoryview, off: int, count: int, size: int) -> list[Item]:
+    unpack = _REF.unpack_from
+    return [StateRef(cid, sid) for sid, cid in (unpack(data, off + i * size) for i in range(count))]
+
+
+def _clears(data: memoryview, off: int, count: int, size: int) -> list[Item]:
+    out: list[Item] = []
+    for i in range(count):
+        name, cid = _CLR.unpack_from(data, off + i * size)
+        out.append(Clear(cid, name.split(b"\0", 1)[0].decode("ascii", "replace")))
+    return out
+
+
+def _buses(data: memoryview, off: int, count: int, size: int) -> list[Item]:
+    out: list[Item] = []
+    for i in range(count):
+        cid, endtime, st = _BUS.unpack_from(data, off + i * size)
+        if st not in (BusStatus.START, BusStatus.END):
+            raise DecodeError(SyncDropReason.BADBUS, f"bus status {st}")
+        out.append(BulkStatus(cid, endtime, BusStatus(st)))
+    return out
+
+
+def _seq(data: memoryview, off: int, count: int, size: int) -> list[Item]:
+    if count != 1:
+        raise DecodeError(SyncDropReason.BADEXT, f"XSEQ count {count}")
+    return [SeqHeader(*_XSEQ.unpack_from(data, off))]
+
+
+def _nacks(data: memoryview, off: int, count: int, size: int) -> list[Item]:
+    out: list[Item] = []
+    for i in range(count):
+        first, last = _XNACK.unpack_from(data, off + i * size)
+        if first == 0 or first > last:
+            raise DecodeError(SyncDropReason.BADEXT, f"NACK range {first}..{last}")
+        out.append(NackRange(first, last))
+    return out
+
+
+def _raw(data: memoryview, off: int, count: int, size: int) -> list[Item]:
+    return [RawRecord(bytes(data[off + i * size : off + (i + 1) * size])) for i in range(count)]
+
+
+_ItemDecoder = Callable[[memoryview, int, int, int], list[Item]]
+_DECODERS: dict[int, _ItemDecoder] = {
+    Act.INS: _states,
+    Act.UPD: _states,
+    Act.UPD_C: _upd_cs,
+    Act.UPD_REQ: _refs,
+    Act.DEL_C: _refs,
+    Act.INS_ACK: _refs,
+    Act.CLR: _clears,
+    Act.BUS: _buses,
+    Act.XSEQ: _seq,
+    Act.XNACK: _nacks,
+}
+"""Per action, how its records decode; every other known action is skipped as raw records."""
 
 
 def decode_frame(data: bytes) -> Frame:
@@ -455,7 +406,8 @@ def decode_frame(data: bytes) -> Frame:
         end = off + size * count
         if end > total:
             raise DecodeError(SyncDropReason.BADLEN, f"action {action} x{count} overruns frame")
-        sections.append(Section(action, tuple(_decode_items(action, view, off, count, size))))
+        items = _DECODERS.get(action, _raw)(view, off, count, size)
+        sections.append(Section(action, tuple(items)))
         off = end
     return Frame(tuple(sections), bytes(cksum))
 

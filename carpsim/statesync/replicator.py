@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from carpsim.errors import DecodeError
 from carpsim.statesync import codec
 from carpsim.statesync.bulk import BulkPhase, BulkRequester, BulkServer, RequestOutcome
-from carpsim.statesync.codec import BulkStatus, Clear, CompressedUpdate, Frame, Section, StateRef
+from carpsim.statesync.codec import BulkStatus, CompressedUpdate, Frame, Section, StateRef
 from carpsim.statesync.config import ReplicatorConfig
 from carpsim.statesync.constants import (
     UPDC_TRAFFIC,
@@ -49,22 +49,16 @@ from carpsim.statesync.events import (
     BulkCompleted,
     CountDrop,
     CtChange,
-    InstallStates,
     LocalEvent,
     ReadyChanged,
-    RemoveStates,
     ResyncNeeded,
 )
+from carpsim.statesync.flows import Changes, Flows
 from carpsim.statesync.outbox import Outbox
 from carpsim.statesync.ownership import (
-    FLOW_RULES,
-    Echo,
-    Echoes,
-    Effect,
     FlowInput,
     Owner,
     Ownership,
-    Tombstones,
 )
 from carpsim.statesync.record import FlowKey, StateRecord, tcp_progress
 from carpsim.statesync.table import InMemoryStateTable
@@ -109,10 +103,8 @@ class Replicator:
         self.config = config
         self.table = InMemoryStateTable()
         self.epoch = rng.getrandbits(32) | 1
-        self._next_id = (rng.getrandbits(31) << 32) | 1
         self.stats: dict[str, int] = {}
         """Plain counters for metrics (frames/records sent and received, resends, ...)."""
-        self._excluded = config.excluded_raw()
         self._started = False
         self._link_up = True
         self.ready = False
@@ -120,19 +112,28 @@ class Replicator:
         # A bulk completed (BUS END): from then on link flaps do not cost readiness.
         self._in_sync = False
         self.own = Ownership()
-        self.echoes = Echoes(config.echo_window)
-        self.tombstones = Tombstones(config.tombstone_window)
         self.outbox = Outbox(config, self.own, self.table, self.stats)
         self.transport = Transport(config, self.epoch, self.stats)
         self.requester = BulkRequester(config)
         self.server = BulkServer(config)
-        self._handlers: dict[int, Callable[[float, Section, _Changes, list[Action]], None]] = {
-            Act.INS: self._on_states,
-            Act.UPD: self._on_states,
-            Act.UPD_C: self._on_upd_c,
-            Act.DEL_C: self._on_del_c,
+        first_id = (rng.getrandbits(31) << 32) | 1
+        self.flows = Flows(
+            config,
+            table=self.table,
+            own=self.own,
+            outbox=self.outbox,
+            bulk=self.requester,
+            stats=self.stats,
+            first_id=first_id,
+        )
+        flows = self.flows
+        self._handlers: dict[int, Callable[[float, Section, Changes, list[Action]], None]] = {
+            Act.INS: flows.on_states,
+            Act.UPD: self._on_upd,
+            Act.UPD_C: flows.on_upd_c,
+            Act.DEL_C: flows.on_del_c,
             Act.UPD_REQ: self._on_upd_req,
-            Act.CLR: self._on_clr,
+            Act.CLR: flows.on_clr,
             Act.BUS: self._on_bus,
         }
 
@@ -166,9 +167,7 @@ class Replicator:
         refresh = self.outbox.refresh_at
         if refresh is not None and now >= refresh:
             self.outbox.refresh_at = now + self.config.refresh_interval
-            self.own.settle()
-            self.echoes.expire(now)
-            self.tombstones.expire(now)
+            self.flows.expire(now)
             if self._link_up:
                 self._refresh(now, out)
         return out
@@ -228,15 +227,10 @@ class Replicator:
 
     # ------------------------------------------------------------------ local (kernel) inputs
 
-    def _excluded_record(self, key: FlowKey) -> bool:
-        return key.proto in self.config.excluded_protos or (
-            bool(self._excluded) and (key.src in self._excluded or key.dst in self._excluded)
-        )
-
     def local_inserted(self, now: float, record: StateRecord) -> list[Action]:
         """A conntrack NEW event (or any local state the edge wants replicated)."""
         out: list[Action] = []
-        self._local_change(now, record, out)
+        self.flows.local_change(now, record, out)
         return self._maybe_flush_now(now, out)
 
     def local_updated(self, now: float, record: StateRecord) -> list[Action]:
@@ -247,13 +241,13 @@ class Replicator:
         """Seed or refresh from a kernel dump (same rules as `local_updated` per record)."""
         out: list[Action] = []
         for rec in records:
-            self._local_change(now, rec, out)
+            self.flows.local_change(now, rec, out)
         return self._maybe_flush_now(now, out)
 
     def local_deleted(self, now: float, key: FlowKey) -> list[Action]:
         """A conntrack DESTROY event; unknown keys are ignored (echo of a RemoveStates)."""
         out: list[Action] = []
-        if self._local_delete(now, key, out):
+        if self.flows.local_delete(now, key, out):
             self._maybe_flush_now(now, out)
         return out
 
@@ -267,12 +261,12 @@ class Replicator:
         for kind, item in events:
             if kind is CtChange.DESTROY:
                 assert isinstance(item, FlowKey)
-                self._local_delete(now, item, out)
+                self.flows.local_delete(now, item, out)
             elif kind is CtChange.OVERRUN:
                 out.append(ResyncNeeded())
             else:
                 assert isinstance(item, StateRecord)
-                self._local_change(now, item, out)
+                self.flows.local_change(now, item, out)
         return self._maybe_flush_now(now, out)
 
     def local_resync(
@@ -288,91 +282,13 @@ class Replicator:
         ]
         out: list[Action] = []
         for key in gone:
-            self._local_delete(now, key, out)
+            self.flows.local_delete(now, key, out)
         return self._maybe_flush_now(now, out)
 
     def _maybe_flush_now(self, now: float, out: list[Action]) -> list[Action]:
         if self._link_up and self.outbox.full():
             self._flush(now, out)
         return out
-
-    def _local_delete(self, now: float, key: FlowKey, out: list[Action]) -> bool:
-        """True if a state we drove ended (its DEL_C is queued)."""
-        if self.echoes.consume(now, key, Echo(now, None, None, None)):
-            return False
-        cur = self.table.get(key)
-        owner = self.own.owner(key, cur is not None)
-        rule = FLOW_RULES[owner, FlowInput.LOCAL_DELETE]
-        if cur is None or rule.effect is Effect.IGNORE:
-            return False
-        self.table.delete(key)
-        self.requester.sweep_keys.discard(key)
-        self.own.forget(key)
-        # Even with its INS still pending the peer may know the state (a bulk reads the
-        # table directly), so the DEL_C always goes out; deletes are idempotent. A state the
-        # peer drives (FORGET) ended here typically by expiring: the owner decides its life;
-        # if it is still alive there, its next refresh names an id we no longer know and we
-        # fetch it again (UPD_REQ).
-        if rule.effect is not Effect.RETIRE:
-            return False
-        self._retire(now, cur)
-        return True
-
-    def _retire(self, now: float, gone: StateRecord) -> None:
-        """A state we drove ended here: DEL_C its identity, refuse it if it comes back."""
-        ident = (gone.creatorid, gone.id)
-        self.own.announce.pop(gone.key, None)
-        self.own.traffic.pop(gone.key, None)
-        self.tombstones.add(ident, now)
-        self.outbox.delete(ident, now)
-
-    def _local_input(self, cur: StateRecord | None, rec: StateRecord) -> FlowInput | None:
-        if cur is None or (cur.creatorid, cur.id) != (rec.creatorid, rec.id):
-            return FlowInput.LOCAL_NEW
-        if (
-            # (a local TCP state that went backwards got a new identity already: the tuple
-            # was reused by a new connection, which peers accept as a replacement)
-            cur.tcp_state != rec.tcp_state
-            or cur.nat_src != rec.nat_src
-            or cur.nat_dst != rec.nat_dst
-        ):
-            return FlowInput.LOCAL_CHANGE
-        if sum(rec.packets) > sum(cur.packets):
-            return FlowInput.LOCAL_TRAFFIC
-        return None  # echo of our own install, or nothing the peer needs
-
-    def _local_change(self, now: float, rec: StateRecord, out: list[Action]) -> None:
-        key = rec.key
-        if self._excluded_record(key):
-            return
-        if self.echoes.consume(now, key, Echo(now, rec.tcp_state, rec.nat_src, rec.nat_dst)):
-            return
-        cur = self.table.get(key)
-        if rec.id == 0 and rec.creatorid == 0:
-            if cur is not None and tcp_progress(rec.tcp_state) >= tcp_progress(cur.tcp_state):
-                rec = replace(rec, creatorid=cur.creatorid, id=cur.id)
-            else:
-                rec = replace(rec, creatorid=self.config.creatorid, id=self._next_id)
-                self._next_id += 1
-        self.requester.sweep_keys.discard(key)
-        inp = self._local_input(cur, rec)
-        if inp is None:
-            return
-        own = self.own
-        effect = FLOW_RULES[own.owner(key, cur is not None), inp].effect
-        self.table.put(rec)
-        own.drive(key, now)
-        if effect is Effect.CLAIM:
-            own.traffic[key] = None
-            return
-        if effect is Effect.ANNOUNCE_NEW:
-            if cur is not None:
-                self._retire(now, cur)
-            own.announce[key] = _INS
-        else:
-            own.announce.setdefault(key, _UPD)
-        own.traffic.pop(key, None)
-        self.outbox.arm(now)
 
     # ------------------------------------------------------------------ received frames
 
@@ -404,106 +320,19 @@ class Replicator:
         return out
 
     def _process(self, frame: Frame, now: float, out: list[Action]) -> None:
-        changes = _Changes()
+        changes = Changes()
         handlers = self._handlers
         for section in frame.sections:
             handler = handlers.get(section.action)
             if handler is not None:
                 handler(now, section, changes, out)
-        self._emit_changes(now, changes, out)
+        self.flows.emit(now, changes, out)
 
-    def _on_states(self, now: float, section: Section, ch: _Changes, out: list[Action]) -> None:
-        """INS/UPD: full records; each goes through the ownership table."""
-        table = self.table
-        own = self.own
-        excluded = self.config.excluded_protos
-        tombstones = self.tombstones
-        for rec in section.items:
-            assert isinstance(rec, StateRecord)
-            key = rec.key
-            if key.proto in excluded:
-                continue
-            if tombstones and (rec.creatorid, rec.id) in tombstones:
-                out.append(CountDrop(SyncDropReason.STALE, "deleted here"))
-                continue
-            cur = table.get(key)
-            owner = own.owner(key, cur is not None)
-            inp = _peer_input(cur, rec) if cur is not None and owner in _DRIVEN else None
-            rule = FLOW_RULES[owner, inp or FlowInput.PEER_STATE]
-            if rule.effect is Effect.REFUSE:
-                assert cur is not None
-                self._refuse(cur, rec, inp, out)
-                continue
-            if table.apply(rec):
-                ch.installed.append(rec)
-                if own.hand_over(key):
-                    self._count("handovers_rx")
-                    if cur is not None and (cur.creatorid, cur.id) != (rec.creatorid, rec.id):
-                        # Our own state under this tuple lost (split-brain collision, or the
-                        # peer reused the tuple): it ends here like a local delete. Unannounced,
-                        # a copy the peer took while its own was gone (our INS crossed its
-                        # DEL_C) would outlive it there.
-                        self._retire(now, cur)
-            elif table.get(key) != rec:
-                out.append(CountDrop(SyncDropReason.STALE, "tcp state would go back"))
-            self.requester.sweep_keys.discard(key)
-        if section.action == _UPD:
-            self.requester.progress(now, len(section.items))
+    def _on_upd(self, now: float, section: Section, ch: Changes, out: list[Action]) -> None:
+        self.flows.on_states(now, section, ch, out)
+        self.requester.progress(now, len(section.items))
 
-    @staticmethod
-    def _refuse(
-        cur: StateRecord, rec: StateRecord, inp: FlowInput | None, out: list[Action]
-    ) -> None:
-        if inp is FlowInput.PEER_LOSER:
-            # Both nodes created this tuple (split brain): the larger identity wins on both
-            # sides, so they converge; ours is already on its way.
-            out.append(CountDrop(SyncDropReason.COLLISION, "local state kept"))
-        elif (rec.tcp_state, rec.nat_src, rec.nat_dst) != (cur.tcp_state, cur.nat_src, cur.nat_dst):
-            # A state we drive coming back: a bulk re-states every state the server holds, our
-            # own included, possibly older than what we sent since. Only the peer seeing the
-            # flow progress is news; anything else must neither overwrite our kernel's version
-            # nor take the state from us (our later delete would pass for the expiry of a
-            # peer-driven copy and never go out). Ours is on its way to the peer already.
-            out.append(CountDrop(SyncDropReason.STALE, "copy of a local state"))
-
-    def _on_upd_c(self, now: float, section: Section, ch: _Changes, out: list[Action]) -> None:
-        table = self.table
-        own = self.own
-        for u in section.items:
-            assert isinstance(u, CompressedUpdate)
-            cur = table.by_id(u.creatorid, u.id)
-            if cur is None:
-                if (u.creatorid, u.id) not in self.tombstones:
-                    self.outbox.request((u.creatorid, u.id), now)
-                continue
-            if tcp_progress(u.tcp_state) < tcp_progress(cur.tcp_state):
-                out.append(CountDrop(SyncDropReason.STALE, "compressed update"))
-                continue
-            new = replace(cur, tcp_state=u.tcp_state, timeout=u.timeout, status=u.status,
-                          mark=u.mark)  # fmt: skip
-            applied = table.apply(new)
-            if applied:
-                ch.installed.append(new)
-            key = cur.key
-            rule = FLOW_RULES[own.owner(key, True), _upd_c_input(cur, u)]
-            if rule.effect is Effect.HAND_OVER:
-                # The peer saw the flow progress, or forwards it while we stopped (failover).
-                if own.hand_over(key):
-                    self._count("handovers_rx")
-            elif rule.effect is Effect.KEEP_DRIVING and applied:
-                # Both drive it (an idle peer's sweep, or both forward it): we keep driving,
-                # with the peer's timeout as the latest reading.
-                own.drive(key, now)
-
-    def _on_del_c(self, now: float, section: Section, ch: _Changes, out: list[Action]) -> None:
-        for ref in section.items:
-            assert isinstance(ref, StateRef)
-            gone = self.table.delete_by_id(ref.creatorid, ref.id)
-            if gone is not None:
-                ch.removed.append(gone)
-                self.own.forget(gone)
-
-    def _on_upd_req(self, now: float, section: Section, ch: _Changes, out: list[Action]) -> None:
+    def _on_upd_req(self, now: float, section: Section, ch: Changes, out: list[Action]) -> None:
         for ref in section.items:
             assert isinstance(ref, StateRef)
             if ref.id == 0 and ref.creatorid == 0:
@@ -511,24 +340,15 @@ class Replicator:
                 continue
             cur = self.table.by_id(ref.creatorid, ref.id)
             if cur is not None:
-                self.own.announce.setdefault(cur.key, _UPD)
+                self.own.announce.setdefault(cur.key, Act.UPD)
                 self.outbox.arm(now)
 
-    def _on_clr(self, now: float, section: Section, ch: _Changes, out: list[Action]) -> None:
-        for clr in section.items:
-            assert isinstance(clr, Clear)
-            if clr.creatorid != self.config.creatorid:
-                gone = self.table.clear_creator(clr.creatorid)
-                for k in gone:
-                    self.own.forget(k)
-                ch.removed.extend(gone)
-
-    def _on_bus(self, now: float, section: Section, ch: _Changes, out: list[Action]) -> None:
+    def _on_bus(self, now: float, section: Section, ch: Changes, out: list[Action]) -> None:
         for bus in section.items:
             assert isinstance(bus, BulkStatus)
             if bus.creatorid == self.config.creatorid:
                 continue
-            self._emit_changes(now, ch, out)
+            self.flows.emit(now, ch, out)
             if bus.status is BusStatus.START:
                 local = self.own.local
                 cid = bus.creatorid
@@ -538,19 +358,6 @@ class Replicator:
                 self.requester.start_seen(now, cid, candidates)
             else:
                 self._bulk_end_seen(now, bus.creatorid, out)
-
-    def _emit_changes(self, now: float, ch: _Changes, out: list[Action]) -> None:
-        echoes = self.echoes
-        if ch.removed:
-            out.append(RemoveStates(tuple(ch.removed)))
-            for k in ch.removed:
-                echoes.expect(k, Echo(now, None, None, None))
-            ch.removed = []
-        if ch.installed:
-            out.append(InstallStates(tuple(ch.installed)))
-            for r in ch.installed:
-                echoes.expect(r.key, Echo(now, r.tcp_state, r.nat_src, r.nat_dst))
-            ch.installed = []
 
     # ------------------------------------------------------------------ bulk
 
@@ -568,11 +375,7 @@ class Replicator:
 
     def _bulk_end_seen(self, now: float, creatorid: int, out: list[Action]) -> None:
         stale, completed = self.requester.end_seen(creatorid)
-        gone = [k for k in stale if self.table.delete(k)]
-        for k in gone:
-            self.own.forget(k)
-        if gone:
-            self._emit_changes(now, _Changes(removed=gone), out)
+        self.flows.forget_stale(now, stale, out)
         if completed:
             req = self.requester
             out.append(BulkCompleted(now - req.first_at, req.count))
@@ -582,7 +385,8 @@ class Replicator:
     def _serve_start(self, now: float, out: list[Action], *, pushed: bool) -> None:
         if not self._link_up:
             return  # the requester retries; a push is re-triggered by the next loss
-        keys = [r.key for r in self.table if not self._excluded_record(r.key)]
+        excluded = self.flows.excluded
+        keys = [r.key for r in self.table if not excluded(r.key)]
         self._send(now, [self.server.start(now, keys, pushed=pushed)], out, XSEQ_BULK)
         self._serve_tick(now, out)
 

@@ -100,7 +100,8 @@ class InMemoryStateTable:
         if old == record:
             return False
         if old is None:
-            self._counted(record.creatorid, 1)
+            per = self._per_creator
+            per[record.creatorid] = per.get(record.creatorid, 0) + 1
         elif (old.creatorid, old.id) != (record.creatorid, record.id):
             self._by_id.pop((old.creatorid, old.id), None)
             if old.creatorid != record.creatorid:
