@@ -40,14 +40,23 @@ class Changes:
     installed: list[StateRecord] = field(default_factory=list)
     removed: list[FlowKey] = field(default_factory=list)
 
+    def remove(self, key: FlowKey) -> None:
+        """Removals go out before installs: one supersedes an install earlier in the frame."""
+        if self.installed:
+            self.installed = [r for r in self.installed if r.key != key]
+        self.removed.append(key)
 
-def _peer_input(cur: StateRecord, rec: StateRecord) -> FlowInput:
-    """Classify a full record for a key we drive."""
-    if (rec.creatorid, rec.id) == (cur.creatorid, cur.id) and tcp_progress(
-        rec.tcp_state
-    ) <= tcp_progress(cur.tcp_state):
-        return FlowInput.PEER_COPY
-    if (rec.creatorid, rec.id) < (cur.creatorid, cur.id):
+
+def _peer_input(cur: StateRecord, rec: StateRecord, me: int, issued: range) -> FlowInput:
+    """Classify a full record for a key we drive (`issued`: the ids this incarnation gave)."""
+    ident = (rec.creatorid, rec.id)
+    if ident == (cur.creatorid, cur.id):
+        if tcp_progress(rec.tcp_state) <= tcp_progress(cur.tcp_state):
+            return FlowInput.PEER_COPY
+        return FlowInput.PEER_STATE
+    if rec.creatorid == cur.creatorid == me and rec.id not in issued and cur.id in issued:
+        return FlowInput.PEER_PREVIOUS
+    if ident < (cur.creatorid, cur.id):
         return FlowInput.PEER_LOSER
     return FlowInput.PEER_STATE
 
@@ -78,6 +87,7 @@ class Flows:
         self.outbox = outbox
         self._bulk = bulk
         self.stats = stats
+        self.first_id = first_id
         self.next_id = first_id
         self.echoes = Echoes(config.echo_window)
         self.tombstones = Tombstones(config.tombstone_window)
@@ -201,14 +211,23 @@ class Flows:
                 continue
             cur = table.get(key)
             owner = own.owner(key, cur is not None)
-            inp = _peer_input(cur, rec) if cur is not None and owner in _DRIVEN else None
+            inp = None
+            if cur is not None and owner in _DRIVEN:
+                issued = range(self.first_id, self.next_id)
+                inp = _peer_input(cur, rec, self.config.creatorid, issued)
             rule = FLOW_RULES[owner, inp or FlowInput.PEER_STATE]
             if rule.effect is Effect.REFUSE:
                 assert cur is not None
                 self._refuse(cur, rec, inp, out)
                 continue
+            holder = table.by_id(rec.creatorid, rec.id)
             if table.apply(rec):
                 ch.installed.append(rec)
+                if holder is not None and holder.key != key:
+                    # One identity names one flow: the table dropped the stale holder, so
+                    # the kernel must too (it knows keys only, and would keep it).
+                    own.forget(holder.key)
+                    ch.remove(holder.key)
                 if own.hand_over(key):
                     self._count("handovers_rx")
                     if cur is not None and (cur.creatorid, cur.id) != (rec.creatorid, rec.id):
@@ -225,7 +244,9 @@ class Flows:
     def _refuse(
         cur: StateRecord, rec: StateRecord, inp: FlowInput | None, out: list[Action]
     ) -> None:
-        if inp is FlowInput.PEER_LOSER:
+        if inp is FlowInput.PEER_PREVIOUS:
+            out.append(CountDrop(SyncDropReason.STALE, "our state before a restart"))
+        elif inp is FlowInput.PEER_LOSER:
             # Both nodes created this tuple (split brain): the larger identity wins on both
             # sides, so they converge; ours is already on its way.
             out.append(CountDrop(SyncDropReason.COLLISION, "local state kept"))
@@ -269,19 +290,22 @@ class Flows:
     def on_del_c(self, now: float, section: Section, ch: Changes, out: list[Action]) -> None:
         for ref in section.items:
             assert isinstance(ref, StateRef)
-            gone = self.table.delete_by_id(ref.creatorid, ref.id)
-            if gone is not None:
-                ch.removed.append(gone)
-                self.own.forget(gone)
+            cur = self.table.by_id(ref.creatorid, ref.id)
+            if cur is not None:
+                self._peer_forget(cur.key, FlowInput.PEER_DELETE, ch)
 
     def on_clr(self, now: float, section: Section, ch: Changes, out: list[Action]) -> None:
         for clr in section.items:
             assert isinstance(clr, Clear)
-            if clr.creatorid != self.config.creatorid:
-                gone = self.table.clear_creator(clr.creatorid)
-                for k in gone:
-                    self.own.forget(k)
-                ch.removed.extend(gone)
+            if clr.creatorid != self.config.creatorid:  # nobody clears our states but us
+                for key in [r.key for r in self.table if r.creatorid == clr.creatorid]:
+                    self._peer_forget(key, FlowInput.PEER_CLEAR, ch)
+
+    def _peer_forget(self, key: FlowKey, inp: FlowInput, ch: Changes) -> None:
+        if FLOW_RULES[self.own.owner(key, True), inp].effect is Effect.FORGET:
+            self.table.delete(key)
+            self.own.forget(key)
+            ch.remove(key)
 
     def emit(self, now: float, ch: Changes, out: list[Action]) -> None:
         echoes = self.echoes
