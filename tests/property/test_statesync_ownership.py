@@ -38,7 +38,7 @@ PEER_CID = 2
 PEER_EPOCH = 0x51515151
 K = FlowKey(6, bytes([10, 0, 0, 1]), 1000, bytes([10, 9, 0, 1]), 80)
 UNKNOWN = (PEER_CID, 999)
-I = FlowInput
+FI = FlowInput
 
 
 class Harness:
@@ -112,47 +112,45 @@ def _upd_c(h: Harness, tcp: TcpState | None, flags: int = 0) -> Section:
     return Section(Act.UPD_C, (u,))
 
 
-def stimulus(h: Harness, inp: FlowInput) -> list[Action]:  # noqa: C901 - one case per input
+def stimulus(h: Harness, inp: FlowInput) -> list[Action]:
     held = K in h.r.table
-    if inp is I.LOCAL_NEW:
+    if inp is FI.LOCAL_NEW:
         tcp = TcpState.NONE if held else TcpState.SYN_SENT  # backwards: the tuple was reused
         return h.local(StateRecord(K, tcp_state=tcp, timeout=60))
-    if inp is I.LOCAL_CHANGE:
+    if inp is FI.LOCAL_CHANGE:
         return h.local(replace(h.cur(), tcp_state=TcpState.CLOSE))
-    if inp is I.LOCAL_TRAFFIC:
+    if inp is FI.LOCAL_TRAFFIC:
         cur = h.cur()
         return h.local(replace(cur, packets=(cur.packets[0] + 9, cur.packets[1] + 9)))
-    if inp is I.LOCAL_DELETE:
+    if inp is FI.LOCAL_DELETE:
         h.tick()
         return h.r.local_deleted(h.now, K)
-    if inp is I.PEER_STATE:
+    if inp is FI.PEER_STATE:
         if h.owner() in (Owner.LOCAL, Owner.CLAIMED):
             rec = StateRecord(K, creatorid=0xFFFFFFFF, id=1, tcp_state=TcpState.SYN_SENT)
         else:
             rec = StateRecord(K, creatorid=PEER_CID, id=7, tcp_state=TcpState.TIME_WAIT)
         return h.frame(Section(Act.INS, (rec,)))
-    if inp is I.PEER_COPY:
+    if inp is FI.PEER_COPY:
         return h.frame(Section(Act.INS, (replace(h.cur(), timeout=1),)))
-    if inp is I.PEER_PREVIOUS:  # an id our previous incarnation gave the flow
+    if inp is FI.PEER_PREVIOUS:  # an id our previous incarnation gave the flow
         return h.frame(Section(Act.INS, (replace(h.cur(), id=12345),)))
-    if inp is I.PEER_LOSER:
+    if inp is FI.PEER_LOSER:
         return h.frame(Section(Act.INS, (StateRecord(K, creatorid=1, id=1),)))
-    if inp is I.PEER_PROGRESS:
+    if inp is FI.PEER_PROGRESS:
         return h.frame(_upd_c(h, TcpState.TIME_WAIT))
-    if inp is I.PEER_TRAFFIC:
+    if inp is FI.PEER_TRAFFIC:
         return h.frame(_upd_c(h, None, UPDC_TRAFFIC))
-    if inp is I.PEER_REFRESH:
+    if inp is FI.PEER_REFRESH:
         return h.frame(_upd_c(h, None))
-    if inp is I.PEER_DELETE:
+    if inp is FI.PEER_DELETE:
         cid, sid = (h.cur().creatorid, h.cur().id) if held else UNKNOWN
         return h.frame(Section(Act.DEL_C, (StateRef(cid, sid),)))
-    assert inp is I.PEER_CLEAR
+    assert inp is FI.PEER_CLEAR
     return h.frame(Section(Act.CLR, (Clear(h.cur().creatorid),)))
 
 
-def check_effect(  # noqa: C901 - one case per effect
-    h: Harness, effect: Effect, before: StateRecord | None, out: list[Action]
-) -> None:
+def check_effect(h: Harness, effect: Effect, before: StateRecord | None, out: list[Action]) -> None:
     r = h.r
     after = r.table.get(K)
     ident = None if before is None else (before.creatorid, before.id)
@@ -164,24 +162,32 @@ def check_effect(  # noqa: C901 - one case per effect
     elif effect is Effect.FORGET:
         assert after is None
         assert ident not in r.outbox.dels
-        assert K not in r.own.local and K not in r.own.announce and K not in r.own.claims
+        assert K not in r.own.local
+        assert K not in r.own.announce
+        assert K not in r.own.claims
         if any(isinstance(a, RemoveStates) for a in out):
             assert any(K in a.keys for a in out if isinstance(a, RemoveStates))
     elif effect is Effect.ANNOUNCE_NEW:
-        assert after is not None and after.creatorid == ME and r.own.announce[K] == Act.INS
+        assert after is not None
+        assert after.creatorid == ME
+        assert r.own.announce[K] == Act.INS
         if before is not None:
             assert ident in r.outbox.dels  # the replaced identity ends on the peer too
     elif effect is Effect.ANNOUNCE:
-        assert after is not None and (after.creatorid, after.id) == ident
+        assert after is not None
+        assert (after.creatorid, after.id) == ident
         assert K in r.own.announce
     elif effect is Effect.CLAIM:
         assert K in r.own.traffic
     elif effect in (Effect.APPLY, Effect.HAND_OVER):
-        assert after is not None and after in installed
+        assert after is not None
+        assert after in installed
     elif effect is Effect.REFUSE:
-        assert after == before and installed == []
+        assert after == before
+        assert installed == []
     elif effect is Effect.KEEP_DRIVING:
-        assert after is not None and r.own.local[K] == h.now
+        assert after is not None
+        assert r.own.local[K] == h.now
     elif effect is Effect.REQUEST:
         assert UNKNOWN in r.outbox.reqs
     else:
@@ -199,7 +205,8 @@ def test_the_table_covers_every_pair() -> None:
     assert set(FLOW_RULES) == {(o, i) for o in Owner for i in FlowInput}
     for (owner, _inp), rule in FLOW_RULES.items():
         if not rule.reachable:
-            assert rule.effect is Effect.IGNORE and rule.targets == {owner}
+            assert rule.effect is Effect.IGNORE
+            assert rule.targets == {owner}
 
 
 @pytest.mark.parametrize(("owner", "inp"), REACHABLE, ids=lambda x: x.value)
@@ -212,9 +219,9 @@ def test_the_table_covers_every_pair() -> None:
 def test_every_owner_and_input(
     owner: Owner, inp: FlowInput, origin: str, tcp: TcpState, reliable: bool
 ) -> None:
-    if inp is I.PEER_CLEAR and origin == "ours" and owner is not Owner.PEER:
+    if inp is FI.PEER_CLEAR and origin == "ours" and owner is not Owner.PEER:
         origin = "peer"  # a peer's CLR never names states we created
-    if inp is I.PEER_PREVIOUS:
+    if inp is FI.PEER_PREVIOUS:
         origin = "ours"  # only a state we created has a previous incarnation's copy
     h = Harness(reliable)
     establish(h, owner, origin, tcp)

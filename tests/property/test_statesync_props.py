@@ -127,6 +127,38 @@ def test_random_bytes_only_raise_decode_error(data: bytes) -> None:
         codec.decode_frame(data)
 
 
+@given(st.binary(max_size=600))
+def test_random_bytes_only_raise_decode_error_from_decode_packet(data: bytes) -> None:
+    with contextlib.suppress(DecodeError):
+        pkt = codec.decode_packet(data)
+        assert data.endswith(pkt.payload)
+
+
+@given(
+    st.integers(0, 15),
+    st.integers(0, 0xFFFF),
+    st.sampled_from([1, 64, 255]),
+    st.sampled_from([17, 112, 240]),
+    st.binary(max_size=200),
+)
+def test_random_ipv4_headers_only_raise_decode_error(
+    ihl: int, total: int, ttl: int, proto: int, rest: bytes
+) -> None:
+    head = struct.pack(
+        "!BBHHHBBH4s4s", 0x40 | ihl, 0, total, 0, 0, ttl, proto, 0, b"\1" * 4, b"\2" * 4
+    )
+    reason = None
+    try:
+        pkt = codec.decode_packet(head + rest)
+    except DecodeError as exc:
+        reason = exc.reason
+    if reason is not None:
+        assert reason in {"badlen", "badproto", "badttl"}
+        return
+    assert (ttl, proto) == (255, 240)
+    assert pkt.payload == (head + rest)[ihl * 4 : total or None]
+
+
 @given(st.binary(max_size=400))
 def test_random_payload_behind_a_valid_header_only_raises_decode_error(body: bytes) -> None:
     data = _header(20 + len(body), bytes(16)) + body
@@ -212,7 +244,8 @@ def test_random_input_sequences_never_raise_and_converge_after_healing(
         pair.execute(i, pair.members[i].replicator.local_snapshot(pair.now, kernel))
         pair.run_for(60.0)
         assert all(n.ready for n in pair.members)
-        assert pair.members[i].bulks and not pair.members[i].bulks[-1].gave_up
+        assert pair.members[i].bulks
+        assert not pair.members[i].bulks[-1].gave_up
     assert flow_view(pair.members[0].kernel) == flow_view(pair.members[1].kernel), f"seed {seed}"
 
 
@@ -297,5 +330,7 @@ def test_replicator_survives_arbitrary_frames(frames: list[bytes]) -> None:
             break
         now = max(now, dl)
         _execute(kernel, rep.on_timer(now))
-    assert rep.outbox.dels == {} and rep.outbox.reqs == {} and rep.own.announce == {}
+    assert rep.outbox.dels == {}
+    assert rep.outbox.reqs == {}
+    assert rep.own.announce == {}
     assert {r.key: r for r in rep.table} == kernel

@@ -26,9 +26,12 @@ from carpsim.statesync.events import (
     BulkCompleted,
     BulkServed,
     CountDrop,
+    CtChange,
     InstallStates,
+    LocalEvent,
     ReadyChanged,
     RemoveStates,
+    ResyncNeeded,
     Transmit,
 )
 from carpsim.statesync.record import FlowKey, StateRecord, TcpState
@@ -418,3 +421,36 @@ def test_own_state_that_loses_a_collision_is_deleted_on_the_peer_too() -> None:
     out = r.frame_received(1.4, peer_frame(3, Section(Act.INS, (ours,))))
     assert out == [CountDrop(SyncDropReason.STALE, "deleted here")]
     assert r.local_deleted(1.5, key(1)) == []  # theirs now: the peer decides
+
+
+def test_local_events_dispatch_by_kind_and_an_overrun_asks_for_a_resync() -> None:
+    r = ready_node()
+    events: list[LocalEvent] = [
+        (CtChange.NEW, local(1)),
+        (CtChange.UPDATE, local(1, TcpState.ESTABLISHED)),
+        (CtChange.NEW, local(2)),
+        (CtChange.DESTROY, key(2)),
+        (CtChange.OVERRUN, None),
+    ]
+    assert r.local_events(1.0, events) == [ResyncNeeded()]
+    out = r.on_timer(1.1)
+    (ins,) = sections(out, Act.INS)
+    assert [(i.key, i.tcp_state) for i in ins.items] == [(key(1), TcpState.ESTABLISHED)]  # type: ignore[union-attr]
+    assert len(sections(out, Act.DEL_C)) == 1  # key 2 may have reached the peer in a bulk
+
+
+def test_local_resync_deletes_our_states_the_dump_did_not_see() -> None:
+    r = ready_node()
+    for i in (1, 2, 3):
+        r.local_inserted(1.0, local(i))
+    peer = StateRecord(key(9), creatorid=2, id=5, tcp_state=TcpState.ESTABLISHED)
+    r.frame_received(1.05, peer_frame(2, Section(Act.INS, (peer,))))
+    (ins,) = sections(r.on_timer(1.1), Act.INS)
+    ids = {i.key: i.id for i in ins.items}  # type: ignore[union-attr]
+    assert r.own_states() == 3
+    # the dump saw key 1; an event touched key 2 while it ran; key 3 and the peer's are gone
+    assert r.local_resync(2.0, frozenset({key(1)}), frozenset({key(2)})) == []
+    (dels,) = sections(r.on_timer(2.1), Act.DEL_C)
+    assert dels.items == (StateRef(0xA1, ids[key(3)]),)
+    assert r.table.get(key(9)) == peer  # the peer's state is the peer's to end
+    assert r.own_states() == 2
