@@ -47,15 +47,19 @@ class Changes:
         self.removed.append(key)
 
 
-def _peer_input(cur: StateRecord, rec: StateRecord, me: int, issued: range) -> FlowInput:
-    """Classify a full record for a key we drive (`issued`: the ids this incarnation gave)."""
+def _peer_input(
+    cur: StateRecord, rec: StateRecord, me: int, issued: range, reseeded: range
+) -> FlowInput:
+    """Classify a full record for a key we drive (`issued`: the ids this incarnation gave,
+    `reseeded`: those given before its first bulk completed)."""
     ident = (rec.creatorid, rec.id)
+    progress = tcp_progress(rec.tcp_state) > tcp_progress(cur.tcp_state)
     if ident == (cur.creatorid, cur.id):
-        if tcp_progress(rec.tcp_state) <= tcp_progress(cur.tcp_state):
-            return FlowInput.PEER_COPY
-        return FlowInput.PEER_STATE
-    if rec.creatorid == cur.creatorid == me and rec.id not in issued and cur.id in issued:
-        return FlowInput.PEER_PREVIOUS
+        return FlowInput.PEER_STATE if progress else FlowInput.PEER_COPY
+    if cur.creatorid == me and cur.id in issued:
+        elder = rec.creatorid == me and rec.id not in issued  # our previous incarnation's
+        if elder or (cur.id in reseeded and ident > (cur.creatorid, cur.id)):
+            return FlowInput.PEER_STATE if progress else FlowInput.PEER_KNOWN
     if ident < (cur.creatorid, cur.id):
         return FlowInput.PEER_LOSER
     return FlowInput.PEER_STATE
@@ -89,6 +93,7 @@ class Flows:
         self.stats = stats
         self.first_id = first_id
         self.next_id = first_id
+        self.synced_id: int | None = None
         self.echoes = Echoes(config.echo_window)
         self.tombstones = Tombstones(config.tombstone_window)
         self._excluded = config.excluded_raw()
@@ -214,11 +219,16 @@ class Flows:
             inp = None
             if cur is not None and owner in _DRIVEN:
                 issued = range(self.first_id, self.next_id)
-                inp = _peer_input(cur, rec, self.config.creatorid, issued)
+                reseeded = range(self.first_id, self.synced_id or self.next_id)
+                inp = _peer_input(cur, rec, self.config.creatorid, issued, reseeded)
             rule = FLOW_RULES[owner, inp or FlowInput.PEER_STATE]
             if rule.effect is Effect.REFUSE:
                 assert cur is not None
                 self._refuse(cur, rec, inp, out)
+                continue
+            if rule.effect is Effect.ADOPT:
+                assert cur is not None
+                self._adopt(now, cur, rec)
                 continue
             holder = table.by_id(rec.creatorid, rec.id)
             if table.apply(rec):
@@ -240,13 +250,25 @@ class Flows:
                 out.append(CountDrop(SyncDropReason.STALE, "tcp state would go back"))
             self._bulk.sweep_keys.discard(key)
 
+    def _adopt(self, now: float, cur: StateRecord, rec: StateRecord) -> None:
+        """Our kernel's state under the peer's identity for it; ours (a re-seed's) retires."""
+        self.table.put(replace(cur, creatorid=rec.creatorid, id=rec.id))
+        self._retire(now, cur)
+        self.own.announce[cur.key] = _INS
+        self.own.drive(cur.key, now)
+        self._bulk.sweep_keys.discard(cur.key)
+        self.outbox.arm(now)
+
+    def synced(self) -> None:
+        """Our first bulk completed: identities given from now on are not re-seeds."""
+        if self.synced_id is None:
+            self.synced_id = self.next_id
+
     @staticmethod
     def _refuse(
         cur: StateRecord, rec: StateRecord, inp: FlowInput | None, out: list[Action]
     ) -> None:
-        if inp is FlowInput.PEER_PREVIOUS:
-            out.append(CountDrop(SyncDropReason.STALE, "our state before a restart"))
-        elif inp is FlowInput.PEER_LOSER:
+        if inp is FlowInput.PEER_LOSER:
             # Both nodes created this tuple (split brain): the larger identity wins on both
             # sides, so they converge; ours is already on its way.
             out.append(CountDrop(SyncDropReason.COLLISION, "local state kept"))

@@ -51,11 +51,12 @@ class FlowInput(enum.Enum):
     """A full record from the peer that is news (not a copy of ours, not a collision loser)."""
     PEER_COPY = "peer_copy"
     """A full record naming our identity with no TCP progress beyond ours (e.g. in a bulk)."""
+    PEER_KNOWN = "peer_known"
+    """The peer knew a flow we re-announced after a restart under another identity: the one
+    our previous incarnation gave it, or a larger one (ours was given before our first bulk
+    completed), with no TCP progress beyond ours."""
     PEER_LOSER = "peer_loser"
     """A full record with a smaller identity for the same tuple (split brain)."""
-    PEER_PREVIOUS = "peer_previous"
-    """A full record with our creatorid and an id this incarnation never issued: the peer's copy
-    of a flow from before our restart, which our kernel still holds and we re-announced."""
     PEER_PROGRESS = "peer_progress"
     """A compressed update with TCP progress: the peer sees the flow move."""
     PEER_TRAFFIC = "peer_traffic"
@@ -85,6 +86,8 @@ class Effect(enum.Enum):
     """Apply the peer's record by the pfsync rules; the peer drives it."""
     HAND_OVER = "hand_over"
     """Apply the peer's record and give the state to the peer (retire ours if it lost)."""
+    ADOPT = "adopt"
+    """Keep driving, under the peer's identity: announce it and retire ours."""
     REFUSE = "refuse"
     """Keep ours; the peer's record is stale or a collision loser (counted)."""
     KEEP_DRIVING = "keep_driving"
@@ -131,7 +134,7 @@ def _build() -> dict[tuple[Owner, FlowInput], Rule]:
         (i.LOCAL_TRAFFIC, "no identity to keep"),
         (i.PEER_COPY, "a copy needs a state of ours"),
         (i.PEER_LOSER, "a collision needs a state of ours"),
-        (i.PEER_PREVIOUS, "only checked against a state of ours"),
+        (i.PEER_KNOWN, "only checked against a state of ours"),
         (i.PEER_CLEAR, "CLR only names held states"),
     ):
         t[ABSENT, inp] = _never(ABSENT, why)
@@ -150,7 +153,7 @@ def _build() -> dict[tuple[Owner, FlowInput], Rule]:
     t[PEER, i.PEER_STATE] = _rule(e.APPLY, PEER, why="the owner's news")
     t[PEER, i.PEER_COPY] = _never(PEER, "only states we drive have copies")
     t[PEER, i.PEER_LOSER] = _never(PEER, "only states we drive can win")
-    t[PEER, i.PEER_PREVIOUS] = _never(PEER, "only checked against a state of ours")
+    t[PEER, i.PEER_KNOWN] = _never(PEER, "only checked against a state of ours")
     for inp in (i.PEER_PROGRESS, i.PEER_TRAFFIC, i.PEER_REFRESH):
         t[PEER, inp] = _rule(e.APPLY, PEER, why="the owner's refresh")
     # LOCAL and CLAIMED: ours unless the peer shows it drives the flow now.
@@ -161,7 +164,9 @@ def _build() -> dict[tuple[Owner, FlowInput], Rule]:
         t[own, i.PEER_LOSER] = _rule(e.REFUSE, own, why="split brain: the larger id wins")
         # Our re-announcement (new id) replaces it on the peer; taking it instead would retire
         # ours there while the peer drops its copy for ours: the flow would vanish on both.
-        t[own, i.PEER_PREVIOUS] = _rule(e.REFUSE, own, why="our kernel's version stands")
+        # Handing it over instead would retire our identity while the peer replaces its copy
+        # with it: the peer would end up with nothing. One identity, announced by us, converges.
+        t[own, i.PEER_KNOWN] = _rule(e.ADOPT, LOCAL, CLAIMED, why="keep the peer's identity")
         t[own, i.PEER_PROGRESS] = _rule(e.HAND_OVER, PEER, why="failover: the peer drives")
         t[own, i.PEER_REFRESH] = _rule(e.KEEP_DRIVING, own, why="an idle peer's sweep")
     t[LOCAL, i.PEER_TRAFFIC] = _rule(e.HAND_OVER, PEER, why="the peer forwards, we stopped")

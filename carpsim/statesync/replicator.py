@@ -370,6 +370,7 @@ class Replicator:
         if outcome is RequestOutcome.RETRY:
             self.transport.send_unsequenced([req.request(now)], out)
         elif outcome is RequestOutcome.GAVE_UP:
+            self.flows.synced()
             out.append(BulkCompleted(now - req.first_at, req.count, gave_up=True))
             self._set_ready(out, "bulk_gave_up")
 
@@ -377,6 +378,7 @@ class Replicator:
         stale, completed = self.requester.end_seen(creatorid)
         self.flows.forget_stale(now, stale, out)
         if completed:
+            self.flows.synced()
             req = self.requester
             out.append(BulkCompleted(now - req.first_at, req.count))
             self._in_sync = True

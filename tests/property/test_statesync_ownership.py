@@ -42,12 +42,17 @@ FI = FlowInput
 
 
 class Harness:
-    def __init__(self, reliable: bool) -> None:
+    def __init__(self, reliable: bool, *, bulk_first: bool = True) -> None:
         self.r = Replicator(ReplicatorConfig(creatorid=ME, reliable=reliable), random.Random(3))
         self.reliable = reliable
         self.seq = 0
         self.now = 0.0
         self.r.started(self.now)
+        if bulk_first:
+            self.bulk()
+
+    def bulk(self) -> None:
+        """The peer answers our bulk request (with nothing we do not hold already)."""
         bus = tuple(BulkStatus(PEER_CID, 0, s) for s in BusStatus)
         self.frame(Section(Act.BUS, bus))
         assert self.r.ready
@@ -133,8 +138,11 @@ def stimulus(h: Harness, inp: FlowInput) -> list[Action]:
         return h.frame(Section(Act.INS, (rec,)))
     if inp is FI.PEER_COPY:
         return h.frame(Section(Act.INS, (replace(h.cur(), timeout=1),)))
-    if inp is FI.PEER_PREVIOUS:  # an id our previous incarnation gave the flow
-        return h.frame(Section(Act.INS, (replace(h.cur(), id=12345),)))
+    if inp is FI.PEER_KNOWN:  # the peer's identity for a flow we re-seeded after a restart
+        elder = h.now * 1000 % 2 < 1  # our previous incarnation's id, or a larger one
+        ident = {"creatorid": ME, "id": 12345} if elder else {"creatorid": 0xFFFFFFFF, "id": 1}
+        rec = replace(h.cur(), packets=(0, 0), bytes_=(0, 0), **ident)  # type: ignore[arg-type]
+        return h.frame(Section(Act.INS, (rec,)))
     if inp is FI.PEER_LOSER:
         return h.frame(Section(Act.INS, (StateRecord(K, creatorid=1, id=1),)))
     if inp is FI.PEER_PROGRESS:
@@ -182,6 +190,14 @@ def check_effect(h: Harness, effect: Effect, before: StateRecord | None, out: li
     elif effect in (Effect.APPLY, Effect.HAND_OVER):
         assert after is not None
         assert after in installed
+    elif effect is Effect.ADOPT:
+        assert after is not None
+        assert before is not None
+        assert (after.creatorid, after.id) in {(0xFFFFFFFF, 1), (ME, 12345)}
+        assert replace(after, creatorid=before.creatorid, id=before.id) == before
+        assert r.own.announce[K] == Act.INS
+        assert ident in r.outbox.dels
+        assert ident in r.flows.tombstones
     elif effect is Effect.REFUSE:
         assert after == before
         assert installed == []
@@ -221,10 +237,14 @@ def test_every_owner_and_input(
 ) -> None:
     if inp is FI.PEER_CLEAR and origin == "ours" and owner is not Owner.PEER:
         origin = "peer"  # a peer's CLR never names states we created
-    if inp is FI.PEER_PREVIOUS:
+    if inp is FI.PEER_KNOWN:
         origin = "ours"  # only a state we created has a previous incarnation's copy
-    h = Harness(reliable)
+    # A restarted node re-seeds its kernel's states before its first bulk completes.
+    reseed = inp is FI.PEER_KNOWN
+    h = Harness(reliable, bulk_first=not reseed)
     establish(h, owner, origin, tcp)
+    if reseed:
+        h.bulk()
     assert h.owner() is owner
     before = h.r.table.get(K)
     out = stimulus(h, inp)
