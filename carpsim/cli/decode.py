@@ -18,16 +18,15 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 from typing import Any
 
+from carpsim.cli.describe import describe_frame, describe_vrrp
 from carpsim.errors import ConfigError, DecodeError
 from carpsim.protocol.codec import (
     CarpAuth,
     carp_checksum,
     decode_packet,
-    describe_vrrp,
     ip_protocol,
 )
 from carpsim.protocol.constants import IPPROTO_CARP
-from carpsim.statesync.codec import describe_frame
 from carpsim.statesync.constants import IPPROTO_PFSYNC
 from carpsim.wire.pcap import (
     ETHERTYPE_ARP,

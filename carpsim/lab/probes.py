@@ -37,9 +37,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
+from carpsim.cli.describe import describe_vrrp
 from carpsim.errors import DecodeError
 from carpsim.net.netns import enter_netns
-from carpsim.protocol.codec import decode_packet, describe_vrrp
+from carpsim.protocol.codec import decode_packet
 from carpsim.protocol.constants import IPPROTO_CARP
 from carpsim.wire.checksum import internet_checksum
 

@@ -24,10 +24,11 @@ import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 from carpsim.errors import CarpsimError, DecodeError
 from carpsim.net.netns import enter_netns
+from carpsim.statesync.events import CtChange, LocalEvent
 from carpsim.statesync.record import FlowKey, StateRecord
 from carpsim.wire import ctnetlink as nl
 
@@ -41,9 +42,9 @@ SO_SNDBUFFORCE = 32
 NETNS_DIR = "/run/netns"
 IPPROTO_PFSYNC = 240
 
-EventKind = Literal["new", "update", "destroy", "overrun"]
-CtEvent = tuple[EventKind, StateRecord | FlowKey | None]
-"""("new"|"update", StateRecord), ("destroy", FlowKey) or ("overrun", None)."""
+EventKind = CtChange
+CtEvent = LocalEvent
+"""(NEW | UPDATE, StateRecord), (DESTROY, FlowKey) or (OVERRUN, None): the replicator's input."""
 
 
 class ConntrackError(CarpsimError):
@@ -399,7 +400,7 @@ class KernelConntrackTable:
             except OSError as exc:
                 if exc.errno == errno.ENOBUFS:
                     self.overruns += 1
-                    out.append(("overrun", None))
+                    out.append((CtChange.OVERRUN, None))
                     continue
                 raise
             for msg in nl.split_messages(memoryview(buf)[:n]):
@@ -414,10 +415,11 @@ class KernelConntrackTable:
                 record = nl.decode_record(msg.payload)
                 if self.exclude.excludes(record.key):
                     return None
-                return ("new" if msg.flags & nl.NLM_F_CREATE else "update", record)
+                kind = CtChange.NEW if msg.flags & nl.NLM_F_CREATE else CtChange.UPDATE
+                return (kind, record)
             if msg.msg_type == nl.MSG_DELETE:
                 key = nl.decode_key(msg.payload)
-                return None if self.exclude.excludes(key) else ("destroy", key)
+                return None if self.exclude.excludes(key) else (CtChange.DESTROY, key)
         except (DecodeError, ValueError) as exc:
             self.decode_errors += 1
             self._log_once("undecodable conntrack event", str(exc))

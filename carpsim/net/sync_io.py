@@ -6,10 +6,9 @@ pfsync group 224.0.0.240 (then multicast TTL 255, no loopback of our own frames)
 
 Receive: a second raw socket that is *not* bound to the interface, with IP_PKTINFO, so a frame
 that arrives elsewhere is seen and counted as ``badif`` instead of silently never arriving. The
-receiver checks, in pfsync's order: interface (badif), TTL exactly 255 (badttl, an on-link-only
-check: any routed packet arrives with less), then hands the payload (from the pfsync header on)
-to the replicator, whose codec reports the remaining reasons (badlen, badver, ...). Every drop is
-counted by reason and logged once.
+interface is the only check made here; the IPv4 header rules (TTL exactly 255, IHL, protocol)
+are the pure codec's `decode_packet`, and the frame's are the replicator's. Every drop is
+counted by its `SyncDropReason` and logged once.
 """
 
 from __future__ import annotations
@@ -23,14 +22,18 @@ from collections import Counter
 from collections.abc import Callable
 from ipaddress import IPv4Address
 
-from carpsim.statesync.constants import IPPROTO_PFSYNC, PFSYNC_DFLTTL, PFSYNC_GROUP_V4
+from carpsim.errors import DecodeError
+from carpsim.statesync.codec import decode_packet
+from carpsim.statesync.constants import (
+    IPPROTO_PFSYNC,
+    PFSYNC_DFLTTL,
+    PFSYNC_GROUP_V4,
+    SyncDropReason,
+)
 
 log = logging.getLogger(__name__)
 
 PFSYNC_GROUP = IPv4Address(PFSYNC_GROUP_V4)
-BADTTL = "badttl"
-BADIF = "badif"
-SHORT = "badlen"
 _SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 _IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 _IPTOS_LOWDELAY = 0x10
@@ -67,7 +70,7 @@ class SyncSocket:
         self.multicast = self.dst.is_multicast
         self._on_frame = on_frame
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.drops: Counter[str] = Counter()
+        self.drops: Counter[str] = Counter()  # by SyncDropReason value
         self.tx_errors: Counter[str] = Counter()
         self.rx_frames = 0
         self.tx_frames = 0
@@ -159,24 +162,19 @@ class SyncSocket:
                 self._on_frame(payload)
 
     def check(self, packet: bytes, ifindex: int | None) -> bytes | None:
-        """pfsync_input's edge checks on a received IPv4 packet; the payload or None (counted)."""
-        if len(packet) < 20 or packet[0] >> 4 != 4:
-            self.count_drop(SHORT, f"{len(packet)}-byte packet")
-            return None
+        """The interface check here, the header's in the codec; the payload or None (counted)."""
         if ifindex is not None and ifindex != self.ifindex:
-            self.count_drop(BADIF, f"arrived on ifindex {ifindex}, sync is {self.ifindex}")
+            self.count_drop(
+                SyncDropReason.BADIF, f"arrived on ifindex {ifindex}, sync is {self.ifindex}"
+            )
             return None
-        if packet[8] != PFSYNC_DFLTTL:
-            src = IPv4Address(packet[12:16])
-            self.count_drop(BADTTL, f"ttl {packet[8]} from {src}")
+        try:
+            return decode_packet(packet).payload
+        except DecodeError as exc:
+            self.count_drop(SyncDropReason(exc.reason), exc.detail)
             return None
-        ihl = (packet[0] & 0x0F) * 4
-        if len(packet) < ihl:
-            self.count_drop(SHORT, f"header length {ihl} > packet {len(packet)}")
-            return None
-        return packet[ihl:]
 
-    def count_drop(self, reason: str, detail: str = "") -> None:
+    def count_drop(self, reason: SyncDropReason, detail: str = "") -> None:
         """Count a dropped frame (also used for the codec's reasons, so one table holds all)."""
         self.drops[reason] += 1
         self._once(

@@ -319,33 +319,11 @@ def ip_protocol(data: bytes) -> int:
     return int(fields[6])
 
 
-def describe_vrrp(data: bytes) -> dict[str, Any] | None:
-    """If `data` (an IPv4 packet) is VRRPv2/v3 rather than CARP, summarise it; else None."""
-    try:
-        fields, payload = _split_ipv4(data)
-    except DecodeError:
-        return None
-    if fields[6] != IPPROTO_CARP or not _looks_like_vrrp(payload) or len(payload) < 8:
-        return None
-    version = payload[0] >> 4
-    count = payload[3]
-    addrs = [
-        str(IPv4Address(payload[8 + 4 * i : 12 + 4 * i]))
-        for i in range(count)
-        if len(payload) >= 12 + 4 * i
-    ]
-    info: dict[str, Any] = {
-        "type": "vrrp",
-        "version": version,
-        "vrid": payload[1],
-        "priority": payload[2],
-        "addresses": addrs,
-        "src": str(IPv4Address(fields[8])),
-        "dst": str(IPv4Address(fields[9])),
-        "ttl": fields[5],
-    }
-    if version == VRRP_V3:
-        info["interval_s"] = (int.from_bytes(payload[4:6], "big") & 0x0FFF) / 100
-    else:
-        info["interval_s"] = float(payload[5])
-    return info
+def split_ipv4(data: bytes) -> tuple[tuple[Any, ...], bytes]:
+    """The unpacked IPv4 header fields and the payload, with `decode_packet`'s length checks."""
+    return _split_ipv4(data)
+
+
+def looks_like_vrrp(payload: bytes) -> bool:
+    """Protocol-112 bytes that are VRRPv2/v3 rather than CARP (for presentation tools)."""
+    return _looks_like_vrrp(payload)

@@ -3,23 +3,25 @@
 The daemon runs inside its node namespace, so the `KernelConntrackTable` here is that node's
 conntrack table. Inputs reach the replicator through the generic `Driver`:
 
-- conntrack events (loop.add_reader on the event socket) -> local_inserted / local_updated /
-  local_deleted; an event-socket overrun -> a resync from a kernel dump;
+- conntrack events (loop.add_reader on the event socket) -> local_events (typed `CtChange`
+  events); an event-socket overrun comes back as `ResyncNeeded` -> a full kernel dump, whose
+  key set feeds local_resync (our states that vanished unseen);
 - a kernel dump every `refresh_interval` -> local_snapshot (conntrack sends no event for traffic,
   so this is how moved counters reach the replicator's liveness refresh, spec §4.3.3). Dumps run
   in a worker thread with its own netlink socket (`ct_dump_worker`): only entries that changed
   since the previous dump come back, in chunks, so the loop that also runs CARP is never held
   for the length of a dump. Entries touched by an event while a dump ran are skipped (the event
   is newer than the dump's copy);
-- sync frames that passed the socket's interface/TTL checks -> frame_received;
+- sync frames that passed the socket's interface check and the codec's IPv4 header check
+  -> frame_received;
 - the sync interface's carrier -> link_up / link_down.
 
 Actions: Transmit -> the sync socket; InstallStates / RemoveStates -> a FIFO of kernel writes
 drained `WRITE_CHUNK` records per loop iteration (a 50k-state bulk or sweep never holds the
 loop for long; consecutive installs coalesce into one batched apply_many);
 ReadyChanged -> `on_ready(ready, reason)`, which the node turns into a CARP
-demotion while not ready (spec §1.7); CountDrop -> the socket's drop table (one table for the
-edge's badttl/badif and the codec's reasons); Bulk*/PeerRestarted -> status and logs.
+demotion while not ready (spec §1.7); CountDrop -> the socket's drop table (one table, keyed by
+`SyncDropReason`); Bulk*/PeerRestarted -> status and logs.
 
 The replicator already keeps the userspace mirror (spec §4.3.5) and recognises the kernel's
 echoes of its own installs, and the sync link's flows (proto 240, the sync addresses) are
@@ -62,6 +64,7 @@ from carpsim.statesync.events import (
     PeerRestarted,
     ReadyChanged,
     RemoveStates,
+    ResyncNeeded,
     Transmit,
 )
 from carpsim.statesync.record import FlowKey, StateRecord
@@ -246,27 +249,16 @@ class StateSyncService:
             self._driver.feed(self._local_events, events)
 
     def _local_events(self, now: float, events: list[CtEvent]) -> list[Action]:
-        """Many kernel events as one driver input (one timer re-arm per batch)."""
+        """Many kernel events as one driver input (one timer re-arm per batch). Only the
+        edge's bookkeeping here: counters, and the keys a running dump must not overwrite."""
         rep = self.replicator
         assert rep is not None
-        out: list[Action] = []
         touched = self._touched if self._dump_inflight else None
         for kind, item in events:
             self.counters[f"ct_{kind}"] += 1
             if touched is not None and item is not None:
                 touched.add(item if isinstance(item, FlowKey) else item.key)
-            if kind == "new" and isinstance(item, StateRecord):
-                out.extend(rep.local_inserted(now, item))
-            elif kind == "update" and isinstance(item, StateRecord):
-                out.extend(rep.local_updated(now, item))
-            elif kind == "destroy" and isinstance(item, FlowKey):
-                out.extend(rep.local_deleted(now, item))
-            elif kind == "overrun":
-                # Events were lost: a full dump (in the worker) re-reads the table and
-                # deletes our own states that vanished unseen.
-                self._once("overrun", "statesync: conntrack event overrun; resyncing from a dump")
-                self._request_dump(full=True)
-        return out
+        return rep.local_events(now, events)
 
     def _request_dump(self, *, full: bool) -> None:
         """Ask the worker for a dump; while one runs, remember the wish (full wins)."""
@@ -299,25 +291,12 @@ class StateSyncService:
         else:
             self.kernel_states = chunk.total
             if chunk.present is not None:
-                self._driver.feed(self._vanished, chunk.present, frozenset(touched))
+                self._driver.feed(rep.local_resync, chunk.present, frozenset(touched))
         self._dump_inflight = False
         self._touched = set()
         want, self._dump_want = self._dump_want, None
         if want is not None:
             self._request_dump(full=want)
-
-    def _vanished(
-        self, now: float, present: frozenset[FlowKey], touched: frozenset[FlowKey]
-    ) -> list[Action]:
-        """After a full dump: our own states the kernel no longer has were deleted unseen."""
-        rep = self.replicator
-        assert rep is not None
-        own = rep.config.creatorid
-        out: list[Action] = []
-        for rec in rep.table.snapshot():
-            if rec.creatorid == own and rec.key not in present and rec.key not in touched:
-                out.extend(rep.local_deleted(now, rec.key))
-        return out
 
     def _periodic_dump(self) -> None:
         if self._stopped or self._loop is None or self.replicator is None:
@@ -342,7 +321,7 @@ class StateSyncService:
                 self._ready_changed(action)
             elif isinstance(action, CountDrop):
                 assert self.sock is not None
-                self.sock.count_drop(str(action.reason), action.detail)
+                self.sock.count_drop(action.reason, action.detail)
             elif isinstance(action, BulkCompleted):
                 self._bulk_completed(action)
             elif isinstance(action, BulkServed):
@@ -355,6 +334,11 @@ class StateSyncService:
                     action.count,
                     action.duration,
                 )
+            elif isinstance(action, ResyncNeeded):
+                # Events were lost: a full dump (in the worker) re-reads the table, and its
+                # key set tells the replicator which of our states vanished unseen.
+                self._once("overrun", "statesync: conntrack event overrun; resyncing from a dump")
+                self._request_dump(full=True)
             elif isinstance(action, PeerRestarted):
                 self.counters["peer_restarts"] += 1
                 log.info("statesync: peer epoch %08x -> %08x", action.old_epoch, action.new_epoch)
@@ -471,10 +455,7 @@ class StateSyncService:
         sock = self.sock
         stats = dict(rep.stats) if rep is not None else {}
         mirror = len(rep.table) if rep is not None else 0
-        own = 0
-        if rep is not None:
-            cid = rep.config.creatorid
-            own = sum(1 for r in rep.table.snapshot() if r.creatorid == cid)
+        own = rep.own_states() if rep is not None else 0
         return {
             "enabled": True,
             "ready": self.ready,

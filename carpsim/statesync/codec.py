@@ -13,9 +13,8 @@ which pf ignores; zone rides in `rtableid`; pf-only fields are "none" (-1) or 0.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from ipaddress import ip_address
 
 from carpsim.errors import DecodeError
 from carpsim.statesync.constants import (
@@ -26,6 +25,7 @@ from carpsim.statesync.constants import (
     PF_IN,
     PF_OUT,
     PF_RULE_NONE,
+    PFSYNC_DFLTTL,
     PFSYNC_VERSION,
     PFTM_ICMP_ERROR_REPLY,
     PFTM_MAX,
@@ -40,19 +40,44 @@ from carpsim.statesync.constants import (
     PfTcpLevel,
     SyncDropReason,
 )
+from carpsim.statesync.items import (
+    BulkStatus,
+    Clear,
+    CompressedUpdate,
+    Frame,
+    Item,
+    NackRange,
+    RawRecord,
+    Section,
+    SeqHeader,
+    StateRef,
+)
 from carpsim.statesync.record import FlowKey, StateRecord, TcpState
+
+__all__ = [
+    "BulkStatus",
+    "Clear",
+    "CompressedUpdate",
+    "Frame",
+    "Item",
+    "NackRange",
+    "RawRecord",
+    "Section",
+    "SeqHeader",
+    "StateRef",
+]
 
 # --- structs ---------------------------------------------------------------------------------
 
-HEADER = struct.Struct("!BBH16s")
-SUBHEADER = struct.Struct("!BBH")
+_HEADER = struct.Struct("!BBH16s")
+_SUBHEADER = struct.Struct("!BBH")
 _PEER = "HBBIIIIHHBB6x"  # scrub(flags, ttl, scrub_flag, ts_mod), seqlo, seqhi, seqdiff, ...
 # One unpack/pack per 1400 state: id, ifname, key0 (a0 a1 p0 p1), key1, src peer, dst peer,
 # rt_addr, rule anchor nat_rule, creation expire, packets[4], bytes[4], creatorid, af proto dir,
 # state_flags, log, spare, timeout, sync_flags, updates, qid pqid dnpipe dnrpipe, rtableid,
 # min_ttl set_tos max_mss, set_prio[2], rt, rt_ifname.
 # packets[2][2] / bytes[2][2] are hi/lo u32 pairs; big-endian, each pair is exactly a u64.
-STATE_1400 = struct.Struct(
+_STATE_1400 = struct.Struct(
     "!Q16s16s16sHH16s16sHH" + _PEER + _PEER + "16sIIIIIQQQQIBBBHBBBBBHHHHiBBHBBB16s"
 )
 
@@ -68,17 +93,17 @@ def _decoder(alen: int) -> struct.Struct:
 
 _DEC4 = _decoder(4)
 _DEC6 = _decoder(16)
-UPD_C = struct.Struct("!Q" + _PEER + _PEER + "IIBB2x")
-REF = struct.Struct("!QI")
-CLR = struct.Struct("!16sI")
-BUS = struct.Struct("!IIB3x")
-XSEQ = struct.Struct("!IIIIIB3x")
-XNACK = struct.Struct("!II")
-assert STATE_1400.size == 277
-assert UPD_C.size == 84
-assert XSEQ.size == 24
+_UPD_C = struct.Struct("!Q" + _PEER + _PEER + "IIBB2x")
+_REF = struct.Struct("!QI")
+_CLR = struct.Struct("!16sI")
+_BUS = struct.Struct("!IIB3x")
+_XSEQ = struct.Struct("!IIIIIB3x")
+_XNACK = struct.Struct("!II")
+assert _STATE_1400.size == 277
+assert _UPD_C.size == 84
+assert _XSEQ.size == 24
 
-_EOF_SUBHEADER = SUBHEADER.pack(Act.EOF, 0, 0)
+_EOF_SUBHEADER = _SUBHEADER.pack(Act.EOF, 0, 0)
 
 # --- conntrack TCP state <-> pf peer levels ------------------------------------------------
 
@@ -138,109 +163,6 @@ _M32 = 0xFFFFFFFF
 _ZERO16 = bytes(16)
 _ZERO12 = bytes(12)
 
-# --- item types ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StateRef:
-    """(creatorid, id) reference: UPD_REQ (0/0 = "send everything"), DEL_C, INS_ACK."""
-
-    creatorid: int
-    id: int
-
-
-@dataclass(frozen=True, slots=True)
-class CompressedUpdate:
-    """UPD_C: what changes during a flow's life (TCP level, remaining timeout, flags)."""
-
-    creatorid: int
-    id: int
-    tcp_state: TcpState
-    timeout: int
-    status: int = 0
-    mark: int = 0
-    flags: int = 0
-    """carpsim UPD_C flags (pad byte 0, zero from pf): UPDC_TRAFFIC."""
-
-
-@dataclass(frozen=True, slots=True)
-class Clear:
-    """CLR: drop every state created by `creatorid` (on interface `ifname` if non-empty)."""
-
-    creatorid: int
-    ifname: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class BulkStatus:
-    creatorid: int
-    endtime: int
-    status: BusStatus
-
-
-@dataclass(frozen=True, slots=True)
-class SeqHeader:
-    """carpsim XSEQ: the sender's epoch and sequence number plus a piggybacked cumulative ACK.
-
-    seq 0 = unsequenced (control only). `oldest`: the lowest seq the sender can still resend;
-    a receiver expecting less skips forward (the sender covers such loss with a bulk push).
-    """
-
-    epoch: int
-    seq: int
-    oldest: int
-    ack_epoch: int
-    ack: int
-    flags: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class NackRange:
-    """carpsim XNACK: seqs first..last (inclusive) of the ack_epoch stream are missing."""
-
-    first: int
-    last: int
-
-
-@dataclass(frozen=True, slots=True)
-class RawRecord:
-    """A record of a layout we only skip (1301 states, DEL, TDB)."""
-
-    data: bytes
-
-
-Item = (
-    StateRecord
-    | StateRef
-    | CompressedUpdate
-    | Clear
-    | BulkStatus
-    | SeqHeader
-    | NackRange
-    | RawRecord
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Section:
-    action: int
-    items: tuple[Item, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Frame:
-    sections: tuple[Section, ...]
-    pfcksum: bytes = ZERO_CKSUM
-
-    @property
-    def seq(self) -> SeqHeader | None:
-        if self.sections and self.sections[0].action == Act.XSEQ:
-            item = self.sections[0].items[0]
-            assert isinstance(item, SeqHeader)
-            return item
-        return None
-
-
 # --- record packing --------------------------------------------------------------------------
 
 
@@ -260,7 +182,7 @@ def pack_state(rec: StateRecord) -> bytes:
     sl, dl = TCP_TO_PEERS[rec.tcp_state]
     pk = rec.packets
     by = rec.bytes_
-    return STATE_1400.pack(
+    return _STATE_1400.pack(
         rec.id, _ZERO16,
         wsrc, wdst, wsport, wdport,
         src, dst, k.sport, k.dport,
@@ -315,7 +237,7 @@ def unpack_state(data: bytes | memoryview, off: int = 0) -> StateRecord:
 
 def pack_upd_c(u: CompressedUpdate) -> bytes:
     sl, dl = TCP_TO_PEERS[u.tcp_state]
-    return UPD_C.pack(
+    return _UPD_C.pack(
         u.id,
         0, 0, 0, u.status & _M32, 0, 0, 0, 0, 0, sl, 0,
         0, 0, 0, u.mark & _M32, 0, 0, 0, 0, 0, dl, 0,
@@ -324,7 +246,7 @@ def pack_upd_c(u: CompressedUpdate) -> bytes:
 
 
 def unpack_upd_c(data: bytes | memoryview, off: int) -> CompressedUpdate:
-    f = UPD_C.unpack_from(data, off)
+    f = _UPD_C.unpack_from(data, off)
     sl, dl = f[10], f[21]
     if sl > L.PROXY_DST or dl > L.PROXY_DST:
         raise DecodeError(SyncDropReason.BADSTATE, f"peer levels {sl}/{dl}")
@@ -347,15 +269,15 @@ def _pack_item(action: int, item: Item) -> bytes:
     if isinstance(item, CompressedUpdate) and action == Act.UPD_C:
         return pack_upd_c(item)
     if isinstance(item, StateRef) and action in (Act.UPD_REQ, Act.DEL_C, Act.INS_ACK):
-        return REF.pack(item.id, item.creatorid)
+        return _REF.pack(item.id, item.creatorid)
     if isinstance(item, Clear) and action == Act.CLR:
-        return CLR.pack(item.ifname.encode()[:15], item.creatorid)
+        return _CLR.pack(item.ifname.encode()[:15], item.creatorid)
     if isinstance(item, BulkStatus) and action == Act.BUS:
-        return BUS.pack(item.creatorid, item.endtime, item.status)
+        return _BUS.pack(item.creatorid, item.endtime, item.status)
     if isinstance(item, SeqHeader) and action == Act.XSEQ:
-        return XSEQ.pack(item.epoch, item.seq, item.oldest, item.ack_epoch, item.ack, item.flags)
+        return _XSEQ.pack(item.epoch, item.seq, item.oldest, item.ack_epoch, item.ack, item.flags)
     if isinstance(item, NackRange) and action == Act.XNACK:
-        return XNACK.pack(item.first, item.last)
+        return _XNACK.pack(item.first, item.last)
     if isinstance(item, RawRecord) and len(item.data) == RECORD_LEN.get(action, -1):
         return item.data
     raise ValueError(f"cannot encode {type(item).__name__} under action {action}")
@@ -369,14 +291,14 @@ def section_bytes(action: int, records: Sequence[bytes]) -> bytes:
     # v5 leaves the second byte as padding; our extension codes put the record length / 4
     # there (the v6 convention) so a tolerant parser can skip them.
     second = RECORD_LEN[action] // 4 if action >= Act.XSEQ else 0
-    return SUBHEADER.pack(action, second, len(records)) + b"".join(records)
+    return _SUBHEADER.pack(action, second, len(records)) + b"".join(records)
 
 
 def assemble(body: Iterable[bytes], pfcksum: bytes = ZERO_CKSUM) -> bytes:
     """Header + the given encoded sections + EOF."""
     payload = b"".join(body)
     total = HEADER_LEN + len(payload) + SUBHEADER_LEN
-    return HEADER.pack(PFSYNC_VERSION, 0, total, pfcksum) + payload + _EOF_SUBHEADER
+    return _HEADER.pack(PFSYNC_VERSION, 0, total, pfcksum) + payload + _EOF_SUBHEADER
 
 
 def encode_frame(frame: Frame) -> bytes:
@@ -389,42 +311,71 @@ def encode_frame(frame: Frame) -> bytes:
     )
 
 
-def _decode_items(action: int, data: memoryview, off: int, count: int, size: int) -> list[Item]:
-    items: list[Item] = []
-    if action in (Act.INS, Act.UPD):
-        for i in range(count):
-            items.append(unpack_state(data, off + i * size))
-    elif action == Act.UPD_C:
-        for i in range(count):
-            items.append(unpack_upd_c(data, off + i * size))
-    elif action in (Act.UPD_REQ, Act.DEL_C, Act.INS_ACK):
-        for i in range(count):
-            sid, cid = REF.unpack_from(data, off + i * size)
-            items.append(StateRef(cid, sid))
-    elif action == Act.CLR:
-        for i in range(count):
-            name, cid = CLR.unpack_from(data, off + i * size)
-            items.append(Clear(cid, name.split(b"\0", 1)[0].decode("ascii", "replace")))
-    elif action == Act.BUS:
-        for i in range(count):
-            cid, endtime, st = BUS.unpack_from(data, off + i * size)
-            if st not in (BusStatus.START, BusStatus.END):
-                raise DecodeError(SyncDropReason.BADBUS, f"bus status {st}")
-            items.append(BulkStatus(cid, endtime, BusStatus(st)))
-    elif action == Act.XSEQ:
-        if count != 1:
-            raise DecodeError(SyncDropReason.BADEXT, f"XSEQ count {count}")
-        items.append(SeqHeader(*XSEQ.unpack_from(data, off)))
-    elif action == Act.XNACK:
-        for i in range(count):
-            first, last = XNACK.unpack_from(data, off + i * size)
-            if first == 0 or first > last:
-                raise DecodeError(SyncDropReason.BADEXT, f"NACK range {first}..{last}")
-            items.append(NackRange(first, last))
-    else:
-        for i in range(count):
-            items.append(RawRecord(bytes(data[off + i * size : off + (i + 1) * size])))
-    return items
+def _states(data: memoryview, off: int, count: int, size: int) -> list[Item]:
+    return [unpack_state(data, off + i * size) for i in range(count)]
+
+
+def _upd_cs(data: memoryview, off: int, count: int, size: int) -> list[Item]:
+    return [unpack_upd_c(data, off + i * size) for i in range(count)]
+
+
+def _refs(data: memoryview, off: int, count: int, size: int) -> list[Item]:
+    unpack = _REF.unpack_from
+    return [StateRef(cid, sid) for sid, cid in (unpack(data, off + i * size) for i in range(count))]
+
+
+def _clears(data: memoryview, off: int, count: int, size: int) -> list[Item]:
+    out: list[Item] = []
+    for i in range(count):
+        name, cid = _CLR.unpack_from(data, off + i * size)
+        out.append(Clear(cid, name.split(b"\0", 1)[0].decode("ascii", "replace")))
+    return out
+
+
+def _buses(data: memoryview, off: int, count: int, size: int) -> list[Item]:
+    out: list[Item] = []
+    for i in range(count):
+        cid, endtime, st = _BUS.unpack_from(data, off + i * size)
+        if st not in (BusStatus.START, BusStatus.END):
+            raise DecodeError(SyncDropReason.BADBUS, f"bus status {st}")
+        out.append(BulkStatus(cid, endtime, BusStatus(st)))
+    return out
+
+
+def _seq(data: memoryview, off: int, count: int, size: int) -> list[Item]:
+    if count != 1:
+        raise DecodeError(SyncDropReason.BADEXT, f"XSEQ count {count}")
+    return [SeqHeader(*_XSEQ.unpack_from(data, off))]
+
+
+def _nacks(data: memoryview, off: int, count: int, size: int) -> list[Item]:
+    out: list[Item] = []
+    for i in range(count):
+        first, last = _XNACK.unpack_from(data, off + i * size)
+        if first == 0 or first > last:
+            raise DecodeError(SyncDropReason.BADEXT, f"NACK range {first}..{last}")
+        out.append(NackRange(first, last))
+    return out
+
+
+def _raw(data: memoryview, off: int, count: int, size: int) -> list[Item]:
+    return [RawRecord(bytes(data[off + i * size : off + (i + 1) * size])) for i in range(count)]
+
+
+_ItemDecoder = Callable[[memoryview, int, int, int], list[Item]]
+_DECODERS: dict[int, _ItemDecoder] = {
+    Act.INS: _states,
+    Act.UPD: _states,
+    Act.UPD_C: _upd_cs,
+    Act.UPD_REQ: _refs,
+    Act.DEL_C: _refs,
+    Act.INS_ACK: _refs,
+    Act.CLR: _clears,
+    Act.BUS: _buses,
+    Act.XSEQ: _seq,
+    Act.XNACK: _nacks,
+}
+"""Per action, how its records decode; every other known action is skipped as raw records."""
 
 
 def decode_frame(data: bytes) -> Frame:
@@ -432,7 +383,7 @@ def decode_frame(data: bytes) -> Frame:
     n = len(data)
     if n < HEADER_LEN:
         raise DecodeError(SyncDropReason.BADLEN, f"{n} bytes < header")
-    version, _pad_byte, total, cksum = HEADER.unpack_from(data, 0)
+    version, _pad_byte, total, cksum = _HEADER.unpack_from(data, 0)
     if version != PFSYNC_VERSION:
         raise DecodeError(SyncDropReason.BADVER, f"version {version}")
     if total < HEADER_LEN or total > n:
@@ -443,7 +394,7 @@ def decode_frame(data: bytes) -> Frame:
     while True:
         if off + SUBHEADER_LEN > total:
             raise DecodeError(SyncDropReason.NOEOF, f"frame ends at {off} without EOF")
-        action, _second, count = SUBHEADER.unpack_from(data, off)
+        action, _second, count = _SUBHEADER.unpack_from(data, off)
         off += SUBHEADER_LEN
         if action == Act.EOF:
             break
@@ -455,89 +406,107 @@ def decode_frame(data: bytes) -> Frame:
         end = off + size * count
         if end > total:
             raise DecodeError(SyncDropReason.BADLEN, f"action {action} x{count} overruns frame")
-        sections.append(Section(action, tuple(_decode_items(action, view, off, count, size))))
+        items = _DECODERS.get(action, _raw)(view, off, count, size)
+        sections.append(Section(action, tuple(items)))
         off = end
     return Frame(tuple(sections), bytes(cksum))
 
 
-# --- human/JSON summary ----------------------------------------------------------------------
+# --- fast encoders for the replicator ----------------------------------------------------------
+# The replicator sends pre-packed records (one struct call each) instead of building Frame objects:
+# a bulk of 100k states would otherwise allocate a Section per frame only to flatten it again.
 
 
-def _addr(raw: bytes) -> str:
-    return str(ip_address(raw))
+def encode_refs(idents: Iterable[tuple[int, int]]) -> list[bytes]:
+    """(creatorid, id) pairs as UPD_REQ / DEL_C / INS_ACK records."""
+    pack = _REF.pack
+    return [pack(sid, cid) for cid, sid in idents]
 
 
-def _item_summary(item: Item) -> dict[str, object]:
-    if isinstance(item, StateRecord):
-        k = item.key
-        out: dict[str, object] = {
-            "id": f"{item.id:016x}",
-            "creatorid": f"{item.creatorid:08x}",
-            "proto": k.proto,
-            "src": f"{_addr(k.src)}:{k.sport}",
-            "dst": f"{_addr(k.dst)}:{k.dport}",
-            "tcp_state": item.tcp_state.name,
-            "expire": item.timeout,
-        }
-        if item.nat_src:
-            out["nat_src"] = f"{_addr(item.nat_src[0])}:{item.nat_src[1]}"
-        if item.nat_dst:
-            out["nat_dst"] = f"{_addr(item.nat_dst[0])}:{item.nat_dst[1]}"
-        return out
-    if isinstance(item, CompressedUpdate):
-        return {
-            "id": f"{item.id:016x}",
-            "creatorid": f"{item.creatorid:08x}",
-            "tcp_state": item.tcp_state.name,
-            "expire": item.timeout,
-        }
-    if isinstance(item, StateRef):
-        return {"id": f"{item.id:016x}", "creatorid": f"{item.creatorid:08x}"}
-    if isinstance(item, Clear):
-        return {"creatorid": f"{item.creatorid:08x}", "ifname": item.ifname}
-    if isinstance(item, BulkStatus):
-        return {"creatorid": f"{item.creatorid:08x}", "endtime": item.endtime,
-                "status": item.status.name}  # fmt: skip
-    if isinstance(item, SeqHeader):
-        return {
-            "epoch": f"{item.epoch:08x}",
-            "seq": item.seq,
-            "oldest": item.oldest,
-            "ack_epoch": f"{item.ack_epoch:08x}",
-            "ack": item.ack,
-            "flags": item.flags,
-        }
-    if isinstance(item, NackRange):
-        return {"first": item.first, "last": item.last}
-    return {"bytes": len(item.data)}
+def encode_bus(creatorid: int, endtime: int, status: BusStatus) -> bytes:
+    """One BUS section (bulk update status)."""
+    return section_bytes(Act.BUS, [_BUS.pack(creatorid, endtime, status)])
 
 
-def _action_name(action: int) -> str:
-    try:
-        return Act(action).name
-    except ValueError:
-        return str(action)
+def encode_seq(header: SeqHeader) -> bytes:
+    """The XSEQ section that opens every frame of the reliable extension."""
+    h = header
+    return section_bytes(
+        Act.XSEQ, [_XSEQ.pack(h.epoch, h.seq, h.oldest, h.ack_epoch, h.ack, h.flags)]
+    )
 
 
-def describe_frame(data: bytes) -> dict[str, object]:
-    """JSON-able summary for `carpsim decode`; accepts an IPv4 packet or a bare pfsync payload."""
-    payload = data
-    if len(data) >= 20 and data[0] >> 4 == 4 and data[9] == IPPROTO_PFSYNC:
-        payload = data[(data[0] & 0x0F) * 4 :]
-    try:
-        frame = decode_frame(payload)
-    except DecodeError as exc:
-        return {"protocol": "pfsync", "error": exc.reason, "detail": exc.detail}
-    return {
-        "protocol": "pfsync",
-        "version": PFSYNC_VERSION,
-        "length": len(payload),
-        "sections": [
-            {
-                "action": _action_name(s.action),
-                "count": len(s.items),
-                "items": [_item_summary(i) for i in s.items],
-            }
-            for s in frame.sections
-        ],
-    }
+def encode_nacks(ranges: Iterable[NackRange]) -> bytes:
+    """One XNACK section listing missing seq ranges."""
+    return section_bytes(Act.XNACK, [_XNACK.pack(r.first, r.last) for r in ranges])
+
+
+def pack_frames(groups: Iterable[tuple[int, Sequence[bytes]]], budget: int) -> list[bytes]:
+    """Fill frame bodies of at most `budget` bytes with (action, packed records) groups, in order.
+
+    A group larger than the room left continues in the next body; each body is a run of sections
+    ready for `assemble` (after an optional XSEQ section).
+    """
+    bodies: list[bytes] = []
+    parts: list[bytes] = []
+    used = 0
+    for action, records in groups:
+        size = RECORD_LEN[action]
+        i = 0
+        while i < len(records):
+            room = (budget - used - SUBHEADER_LEN) // size
+            if room <= 0:
+                bodies.append(b"".join(parts))
+                parts, used = [], 0
+                continue
+            chunk = records[i : i + room]
+            parts.append(section_bytes(action, chunk))
+            used += SUBHEADER_LEN + size * len(chunk)
+            i += len(chunk)
+    if parts:
+        bodies.append(b"".join(parts))
+    return bodies
+
+
+# --- the IPv4 packet around a frame ------------------------------------------------------------
+
+_IPV4 = struct.Struct("!BBHHHBBH4s4s")
+
+
+@dataclass(frozen=True, slots=True)
+class SyncPacket:
+    """A received IPv4 packet that passed pfsync_input's header checks."""
+
+    src: bytes
+    dst: bytes
+    payload: bytes
+    """From the pfsync header on (IP header and any trailing padding removed)."""
+
+
+def decode_packet(data: bytes, *, check_ttl: bool = True) -> SyncPacket:
+    """Check an IPv4 packet carrying pfsync (statesync-spec §1.1): length, IHL, protocol and
+    TTL exactly 255 (an on-link-only check: any routed packet arrives with less).
+
+    Raises only `DecodeError` with a `SyncDropReason`; the frame itself is `decode_frame`'s.
+    """
+    n = len(data)
+    if n < _IPV4.size:
+        raise DecodeError(SyncDropReason.BADLEN, f"{n}-byte packet")
+    ver_ihl, _tos, total, _id, _frag, ttl, proto, _sum, src, dst = _IPV4.unpack_from(data)
+    if ver_ihl >> 4 != 4:
+        raise DecodeError(SyncDropReason.BADVER, f"IP version {ver_ihl >> 4}")
+    ihl = (ver_ihl & 0x0F) * 4
+    # Raw sockets hand over the packet as received; a total length of 0 comes from
+    # segmentation offload, so only a length that contradicts the buffer is refused.
+    end = total if total else n
+    if ihl < _IPV4.size or end < ihl or end > n:
+        raise DecodeError(SyncDropReason.BADLEN, f"IPv4 ihl {ihl} total length {total}, got {n}")
+    if proto != IPPROTO_PFSYNC:
+        raise DecodeError(SyncDropReason.BADPROTO, f"IP protocol {proto}")
+    if check_ttl and ttl != PFSYNC_DFLTTL:
+        raise DecodeError(SyncDropReason.BADTTL, f"ttl {ttl} from {_dotted(src)}")
+    return SyncPacket(src, dst, data[ihl:end])
+
+
+def _dotted(raw: bytes) -> str:
+    return ".".join(str(b) for b in raw)

@@ -118,6 +118,10 @@ SCRUB_FLAG_VALID = 0x01
 class SyncDropReason(enum.StrEnum):
     """Counter names for dropped sync input (decode reasons first, then machine reasons)."""
 
+    BADIF = "badif"
+    """Arrived on another interface than the sync link (the edge's only check)."""
+    BADTTL = "badttl"
+    BADPROTO = "badproto"
     BADLEN = "badlen"
     BADVER = "badver"
     BADACT = "badact"

@@ -1,10 +1,29 @@
-"""Actions the Replicator asks its edge to carry out (inputs are methods on `Replicator`)."""
+"""Actions the Replicator asks its edge to carry out, and the typed local events it takes.
+
+Inputs are methods on `Replicator`; `LocalEvent` is what the conntrack pump produces.
+"""
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
+from carpsim.statesync.constants import SyncDropReason
 from carpsim.statesync.record import FlowKey, StateRecord
+
+
+class CtChange(enum.StrEnum):
+    """Kind of a conntrack event (string values: the names conntrack tools use)."""
+
+    NEW = "new"
+    UPDATE = "update"
+    DESTROY = "destroy"
+    OVERRUN = "overrun"
+    """The kernel dropped events (socket buffer full): only a full dump can resync."""
+
+
+LocalEvent = tuple[CtChange, StateRecord | FlowKey | None]
+"""(NEW | UPDATE, StateRecord), (DESTROY, FlowKey) or (OVERRUN, None)."""
 
 
 @dataclass(frozen=True)
@@ -42,10 +61,16 @@ class ReadyChanged:
 
 @dataclass(frozen=True)
 class CountDrop:
-    """Received input was dropped or refused; count it under `reason` (SyncDropReason value)."""
+    """Received input was dropped or refused; count it under `reason`."""
 
-    reason: str
+    reason: SyncDropReason
     detail: str = ""
+
+
+@dataclass(frozen=True)
+class ResyncNeeded:
+    """Local events were lost: answer with a full kernel dump (`local_snapshot` for its
+    records, then `local_resync` with the keys it saw)."""
 
 
 @dataclass(frozen=True)
@@ -83,4 +108,5 @@ Action = (
     | BulkCompleted
     | BulkServed
     | PeerRestarted
+    | ResyncNeeded
 )

@@ -15,6 +15,7 @@ Differences from FT-FW, and why:
 from __future__ import annotations
 
 from carpsim.statesync.codec import Frame, NackRange, SeqHeader
+from carpsim.statesync.constants import SyncDropReason
 
 
 class ReliableSender:
@@ -164,7 +165,7 @@ class ReliableReceiver:
 
     def accept(
         self, hdr: SeqHeader, frame: Frame, now: float, ack_delay: float
-    ) -> tuple[list[Frame], int | None, str | None]:
+    ) -> tuple[list[Frame], int | None, SyncDropReason | None]:
         """Returns (frames to process in order, previous epoch if re-based, drop reason)."""
         rebased: int | None = None
         if hdr.epoch != self.peer_epoch:
@@ -185,8 +186,8 @@ class ReliableReceiver:
         if self.ack_due is None:
             self.ack_due = now + ack_delay
         if hdr.seq < self.expected or hdr.seq in self.held:
-            return out, rebased, "duplicate"
-        drop: str | None = None
+            return out, rebased, SyncDropReason.DUPLICATE
+        drop: SyncDropReason | None = None
         if hdr.seq == self.expected:
             out.append(frame)
             self.expected += 1
@@ -199,7 +200,7 @@ class ReliableReceiver:
                 # Too far behind: skip the gap rather than hold unbounded memory.
                 self.expected = min(self.held)
                 self._drain(out)
-                drop = "window"
+                drop = SyncDropReason.WINDOW
         if not self.held:
             self.nack_due = None
         return out, rebased, drop

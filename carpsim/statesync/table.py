@@ -52,11 +52,13 @@ def should_apply(current: StateRecord | None, incoming: StateRecord) -> bool:
 class InMemoryStateTable:
     """Pure dict-backed table with a (creatorid, id) index; the sim's "kernel" and the mirror."""
 
-    __slots__ = ("_by_id", "_by_key")
+    __slots__ = ("_by_id", "_by_key", "_per_creator")
 
     def __init__(self) -> None:
         self._by_key: dict[FlowKey, StateRecord] = {}
         self._by_id: dict[tuple[int, int], FlowKey] = {}
+        # creatorid -> states held: status reports "own"/"peer" without walking the table
+        self._per_creator: dict[int, int] = {}
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -76,6 +78,18 @@ class InMemoryStateTable:
     def get(self, key: FlowKey) -> StateRecord | None:
         return self._by_key.get(key)
 
+    def count_creator(self, creatorid: int) -> int:
+        """States created by `creatorid` (kept up to date, O(1))."""
+        return self._per_creator.get(creatorid, 0)
+
+    def _counted(self, creatorid: int, n: int) -> None:
+        per = self._per_creator
+        left = per.get(creatorid, 0) + n
+        if left:
+            per[creatorid] = left
+        else:
+            del per[creatorid]
+
     def by_id(self, creatorid: int, sid: int) -> StateRecord | None:
         key = self._by_id.get((creatorid, sid))
         return None if key is None else self._by_key[key]
@@ -85,8 +99,14 @@ class InMemoryStateTable:
         old = self._by_key.get(record.key)
         if old == record:
             return False
-        if old is not None and (old.creatorid, old.id) != (record.creatorid, record.id):
+        if old is None:
+            per = self._per_creator
+            per[record.creatorid] = per.get(record.creatorid, 0) + 1
+        elif (old.creatorid, old.id) != (record.creatorid, record.id):
             self._by_id.pop((old.creatorid, old.id), None)
+            if old.creatorid != record.creatorid:
+                self._counted(old.creatorid, -1)
+                self._counted(record.creatorid, 1)
         self._by_key[record.key] = record
         if record.id or record.creatorid:
             ident = (record.creatorid, record.id)
@@ -94,6 +114,7 @@ class InMemoryStateTable:
             if other is not None and other != record.key:
                 # One identity names one flow: a reused id evicts the stale holder.
                 del self._by_key[other]
+                self._counted(record.creatorid, -1)
             self._by_id[ident] = record.key
         return True
 
@@ -106,6 +127,7 @@ class InMemoryStateTable:
         old = self._by_key.pop(key, None)
         if old is None:
             return False
+        self._counted(old.creatorid, -1)
         if self._by_id.get((old.creatorid, old.id)) == key:
             del self._by_id[(old.creatorid, old.id)]
         return True

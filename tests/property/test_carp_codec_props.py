@@ -9,6 +9,7 @@ from ipaddress import IPv4Address, ip_interface
 from hypothesis import given
 from hypothesis import strategies as st
 
+from carpsim.cli.describe import describe_vrrp
 from carpsim.errors import DecodeError
 from carpsim.protocol.codec import (
     CarpAuth,
@@ -16,7 +17,6 @@ from carpsim.protocol.codec import (
     compute_hmac,
     decode_advert,
     decode_packet,
-    describe_vrrp,
     encode_packet,
 )
 from carpsim.protocol.config import CarpConfig

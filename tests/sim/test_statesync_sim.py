@@ -76,6 +76,7 @@ def test_tables_converge_under_loss_reordering_and_duplication(seed: int) -> Non
     assert pair.link.dropped > 0
 
 
+@pytest.mark.slow
 def test_bulk_sync_of_100k_states() -> None:
     pair = SyncPair(7, configs=(ReplicatorConfig(creatorid=1, mtu=9000),
                                 ReplicatorConfig(creatorid=2, mtu=9000)), echo=False)  # fmt: skip

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from carpsim.cli.describe import describe_vrrp
 from carpsim.errors import DecodeError
 from carpsim.protocol.codec import (
     CarpAuth,
@@ -16,7 +17,6 @@ from carpsim.protocol.codec import (
     compute_hmac,
     decode_advert,
     decode_packet,
-    describe_vrrp,
     encode_packet,
     hmac_prefix,
     ip_protocol,

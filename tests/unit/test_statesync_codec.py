@@ -6,6 +6,7 @@ import struct
 
 import pytest
 
+from carpsim.cli.describe import describe_frame
 from carpsim.errors import DecodeError
 from carpsim.statesync import codec
 from carpsim.statesync.codec import (
@@ -19,12 +20,11 @@ from carpsim.statesync.codec import (
     SeqHeader,
     StateRef,
     decode_frame,
-    describe_frame,
     encode_frame,
     pack_state,
     unpack_state,
 )
-from carpsim.statesync.constants import Act, BusStatus, PfTcpLevel
+from carpsim.statesync.constants import Act, BusStatus, PfTcpLevel, SyncDropReason
 from carpsim.statesync.record import FlowKey, StateRecord, TcpState
 
 CLIENT = bytes([192, 168, 110, 10])
@@ -147,6 +147,11 @@ def test_skips_1301_records_as_raw() -> None:
     assert decode_frame(data).sections == (Section(Act.UPD_1301, (RawRecord(raw),)),)
 
 
+def _header(total: int, cksum: bytes) -> bytes:
+    """A version-5 pfsync header claiming `total` bytes (to build malformed frames)."""
+    return struct.pack("!BBH16s", 5, 0, total, cksum)
+
+
 def _good() -> bytes:
     return encode_frame(Frame((Section(Act.INS, (REC,)),)))
 
@@ -163,14 +168,17 @@ def _with_state_byte(offset: int, value: int) -> bytes:
         (b"\x05\x00\x00", "badlen"),
         (bytes([6]) + _good()[1:], "badver"),
         (_good()[:-10], "badlen"),  # header len beyond packet
-        (codec.HEADER.pack(5, 0, 28, bytes(16)) + bytes([99, 0, 0, 1, 0, 0, 0, 0]), "badact"),
-        (codec.HEADER.pack(5, 0, 20, bytes(16)), "noeof"),
-        (codec.HEADER.pack(5, 0, 24, bytes(16)) + bytes([13, 0, 0, 1]), "badlen"),
+        (_header(28, bytes(16)) + bytes([99, 0, 0, 1, 0, 0, 0, 0]), "badact"),
+        (_header(20, bytes(16)), "noeof"),
+        (_header(24, bytes(16)) + bytes([13, 0, 0, 1]), "badlen"),
         (_with_state_byte(232, 7), "badaf"),
         (_with_state_byte(234, 0), "baddir"),
         (_with_state_byte(96 + 24, 13), "badstate"),
         (_with_state_byte(239, 22), "badtimeout"),
-        (codec.assemble([codec.section_bytes(Act.BUS, [codec.BUS.pack(1, 0, 3)])]), "badbus"),
+        (
+            codec.assemble([codec.section_bytes(Act.BUS, [struct.pack("!IIB3x", 1, 0, 3)])]),
+            "badbus",
+        ),
         (
             codec.assemble([codec.section_bytes(Act.XSEQ, [bytes(24), bytes(24)])]),
             "badext",
@@ -184,7 +192,7 @@ def _with_state_byte(offset: int, value: int) -> bytes:
             ),
             "badext",
         ),
-        (codec.assemble([codec.section_bytes(Act.XNACK, [codec.XNACK.pack(5, 4)])]), "badext"),
+        (codec.assemble([codec.encode_nacks([NackRange(5, 4)])]), "badext"),
     ],
 )
 def test_decode_errors_carry_reasons(data: bytes, reason: str) -> None:
@@ -229,3 +237,83 @@ def test_describe_frame_strips_an_ipv4_header_and_reports_errors() -> None:
         "error": "badver",
         "detail": "version 6",
     }
+
+
+def _ipv4(
+    payload: bytes, *, ttl: int = 255, proto: int = 240, ihl: int = 5, total: int = 0
+) -> bytes:
+    header = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x40 | ihl,
+        0x10,
+        total or max(20, 4 * ihl) + len(payload),
+        1,
+        0x4000,
+        ttl,
+        proto,
+        0,
+        bytes([172, 16, 1, 5]),
+        bytes([224, 0, 0, 240]),
+    )
+    return header + bytes(max(0, 4 * ihl - 20)) + payload
+
+
+def test_decode_packet_strips_the_ip_header_and_options() -> None:
+    payload = _good()
+    pkt = codec.decode_packet(_ipv4(payload))
+    assert pkt.payload == payload
+    assert pkt.src == bytes([172, 16, 1, 5])
+    assert pkt.dst == bytes([224, 0, 0, 240])
+    assert codec.decode_packet(_ipv4(payload, ihl=6)).payload == payload
+
+
+@pytest.mark.parametrize(
+    ("packet", "reason", "detail"),
+    [
+        (bytes(19), "badlen", "19-byte packet"),
+        (b"\x65" + _ipv4(b"x")[1:], "badver", "IP version 6"),
+        (_ipv4(b"", ihl=4), "badlen", "IPv4 ihl 16 total length 20, got 20"),
+        (_ipv4(b"abc", total=40), "badlen", "IPv4 ihl 20 total length 40, got 23"),
+        (_ipv4(b"abc", proto=112), "badproto", "IP protocol 112"),
+        (_ipv4(b"abc", ttl=64), "badttl", "ttl 64 from 172.16.1.5"),
+    ],
+)
+def test_decode_packet_reasons(packet: bytes, reason: str, detail: str) -> None:
+    with pytest.raises(DecodeError) as exc:
+        codec.decode_packet(packet)
+    assert exc.value.reason == reason
+    assert exc.value.detail == detail
+    assert SyncDropReason(exc.value.reason) == reason  # every reason is one enum's member
+
+
+def test_decode_packet_ttl_check_can_be_skipped_for_captures() -> None:
+    assert codec.decode_packet(_ipv4(b"abc", ttl=1), check_ttl=False).payload == b"abc"
+
+
+def test_pack_frames_fills_to_the_budget_and_keeps_group_order() -> None:
+    refs = codec.encode_refs([(1, i) for i in range(1, 8)])
+    states = [pack_state(REC)] * 3
+    budget = 4 + 12 * 7 + 4 + 276  # the 7 refs fit, a state after them does not (by 1 byte)
+    bodies = codec.pack_frames([(Act.DEL_C, refs), (Act.INS, states)], budget)
+    assert all(len(b) <= budget for b in bodies)
+    frames = [decode_frame(codec.assemble([b])) for b in bodies]
+    got = [[(s.action, len(s.items)) for s in f.sections] for f in frames]
+    assert got == [[(Act.DEL_C, 7)], [(Act.INS, 1)], [(Act.INS, 1)], [(Act.INS, 1)]]
+    assert frames[0].sections[0].items == tuple(StateRef(1, i) for i in range(1, 8))
+    bigger = codec.pack_frames([(Act.DEL_C, refs), (Act.INS, states)], budget + 1)
+    assert [len(decode_frame(codec.assemble([b])).sections) for b in bigger] == [2, 1, 1]
+
+
+def test_encoders_round_trip_through_the_decoder() -> None:
+    hdr = SeqHeader(7, 9, 3, 11, 8, 0x02)
+    body = [
+        codec.encode_seq(hdr),
+        codec.encode_nacks([NackRange(1, 2), NackRange(5, 5)]),
+        codec.encode_bus(0xA1, 3, BusStatus.END),
+    ]
+    frame = decode_frame(codec.assemble(body))
+    assert frame.sections == (
+        Section(Act.XSEQ, (hdr,)),
+        Section(Act.XNACK, (NackRange(1, 2), NackRange(5, 5))),
+        Section(Act.BUS, (BulkStatus(0xA1, 3, BusStatus.END),)),
+    )

@@ -20,15 +20,18 @@ from carpsim.statesync.codec import (
     encode_frame,
 )
 from carpsim.statesync.config import ReplicatorConfig
-from carpsim.statesync.constants import Act, BusStatus
+from carpsim.statesync.constants import Act, BusStatus, SyncDropReason
 from carpsim.statesync.events import (
     Action,
     BulkCompleted,
     BulkServed,
     CountDrop,
+    CtChange,
     InstallStates,
+    LocalEvent,
     ReadyChanged,
     RemoveStates,
+    ResyncNeeded,
     Transmit,
 )
 from carpsim.statesync.record import FlowKey, StateRecord, TcpState
@@ -237,15 +240,17 @@ def test_sync_traffic_and_sync_addresses_are_never_replicated() -> None:
 
 def test_bad_frames_are_counted_not_raised() -> None:
     r = ready_node()
-    assert r.frame_received(1.0, b"\x06" + bytes(30)) == [CountDrop("badver", "version 6")]
-    assert r.frame_received(1.0, b"") == [CountDrop("badlen", "0 bytes < header")]
+    assert r.frame_received(1.0, b"\x06" + bytes(30)) == [
+        CountDrop(SyncDropReason.BADVER, "version 6")
+    ]
+    assert r.frame_received(1.0, b"") == [CountDrop(SyncDropReason.BADLEN, "0 bytes < header")]
 
 
 def test_own_frames_are_dropped_as_loop() -> None:
     r = make()
     out = r.started(0.0)
     (own,) = [a for a in out if isinstance(a, Transmit)]
-    assert r.frame_received(0.1, own.data) == [CountDrop("loop", "own epoch")]
+    assert r.frame_received(0.1, own.data) == [CountDrop(SyncDropReason.LOOP, "own epoch")]
 
 
 def test_unknown_compressed_update_requests_the_full_state() -> None:
@@ -265,7 +270,7 @@ def test_compressed_update_applies_forward_and_refuses_backwards() -> None:
     assert out == [InstallStates((replace(rec, tcp_state=TcpState.TIME_WAIT, timeout=120),))]
     back = CompressedUpdate(2, 4, TcpState.ESTABLISHED, 999)
     out = r.frame_received(1.2, peer_frame(4, Section(Act.UPD_C, (back,))))
-    assert out == [CountDrop("stale", "compressed update")]
+    assert out == [CountDrop(SyncDropReason.STALE, "compressed update")]
 
 
 def test_full_update_request_and_del_c_and_clr_from_peer() -> None:
@@ -373,7 +378,7 @@ def test_stale_copy_of_a_local_state_in_a_bulk_is_refused_and_ours_goes_out() ->
     assert isinstance(rec, StateRecord)
     r.local_updated(1.2, local(1, TcpState.CLOSE_WAIT))  # crosses the peer's bulk below
     out = _peer_bulk(r, 1.21, 2, rec)
-    assert CountDrop("stale", "copy of a local state") in out
+    assert CountDrop(SyncDropReason.STALE, "copy of a local state") in out
     assert not any(isinstance(a, InstallStates) for a in out)
     (upd,) = sections(r.on_timer(1.3), Act.UPD)
     assert upd.items == (replace(rec, tcp_state=TcpState.CLOSE_WAIT),)
@@ -414,5 +419,38 @@ def test_own_state_that_loses_a_collision_is_deleted_on_the_peer_too() -> None:
     assert dels.items == (StateRef(0xA1, ours.id),)
     assert sections(out, Act.INS) == sections(out, Act.UPD) == []  # theirs is not echoed back
     out = r.frame_received(1.4, peer_frame(3, Section(Act.INS, (ours,))))
-    assert out == [CountDrop("stale", "deleted here")]
+    assert out == [CountDrop(SyncDropReason.STALE, "deleted here")]
     assert r.local_deleted(1.5, key(1)) == []  # theirs now: the peer decides
+
+
+def test_local_events_dispatch_by_kind_and_an_overrun_asks_for_a_resync() -> None:
+    r = ready_node()
+    events: list[LocalEvent] = [
+        (CtChange.NEW, local(1)),
+        (CtChange.UPDATE, local(1, TcpState.ESTABLISHED)),
+        (CtChange.NEW, local(2)),
+        (CtChange.DESTROY, key(2)),
+        (CtChange.OVERRUN, None),
+    ]
+    assert r.local_events(1.0, events) == [ResyncNeeded()]
+    out = r.on_timer(1.1)
+    (ins,) = sections(out, Act.INS)
+    assert [(i.key, i.tcp_state) for i in ins.items] == [(key(1), TcpState.ESTABLISHED)]  # type: ignore[union-attr]
+    assert len(sections(out, Act.DEL_C)) == 1  # key 2 may have reached the peer in a bulk
+
+
+def test_local_resync_deletes_our_states_the_dump_did_not_see() -> None:
+    r = ready_node()
+    for i in (1, 2, 3):
+        r.local_inserted(1.0, local(i))
+    peer = StateRecord(key(9), creatorid=2, id=5, tcp_state=TcpState.ESTABLISHED)
+    r.frame_received(1.05, peer_frame(2, Section(Act.INS, (peer,))))
+    (ins,) = sections(r.on_timer(1.1), Act.INS)
+    ids = {i.key: i.id for i in ins.items}  # type: ignore[union-attr]
+    assert r.own_states() == 3
+    # the dump saw key 1; an event touched key 2 while it ran; key 3 and the peer's are gone
+    assert r.local_resync(2.0, frozenset({key(1)}), frozenset({key(2)})) == []
+    (dels,) = sections(r.on_timer(2.1), Act.DEL_C)
+    assert dels.items == (StateRef(0xA1, ids[key(3)]),)
+    assert r.table.get(key(9)) == peer  # the peer's state is the peer's to end
+    assert r.own_states() == 2

@@ -78,3 +78,22 @@ def test_a_reused_identity_evicts_the_stale_holder() -> None:
     assert KEY not in t
     assert t.by_id(1, 10).key == other  # type: ignore[union-attr]
     assert len(t) == 1
+
+
+def test_per_creator_counts_follow_puts_replacements_evictions_and_deletes() -> None:
+    t = InMemoryStateTable()
+    k = [FlowKey(6, bytes([10, 0, 0, i]), 1000, bytes([10, 0, 0, 99]), 80) for i in range(4)]
+    t.put(StateRecord(k[0], creatorid=1, id=1))
+    t.put(StateRecord(k[1], creatorid=1, id=2))
+    t.put(StateRecord(k[2], creatorid=2, id=1))
+    assert (t.count_creator(1), t.count_creator(2)) == (2, 1)
+    t.put(StateRecord(k[1], creatorid=2, id=7))  # the tuple reused by the other node
+    assert (t.count_creator(1), t.count_creator(2)) == (1, 2)
+    t.put(StateRecord(k[3], creatorid=2, id=7))  # one identity, one flow: k[1] is evicted
+    assert (t.count_creator(1), t.count_creator(2)) == (1, 2)
+    assert k[1] not in t
+    t.clear_creator(2)
+    t.delete(k[0])
+    assert (t.count_creator(1), t.count_creator(2), len(t)) == (0, 0, 0)
+    for c in (1, 2):
+        assert t.count_creator(c) == sum(1 for r in t if r.creatorid == c)
