@@ -96,7 +96,7 @@ def _tool_check(names: list[str]) -> list[str]:
     return missing
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one branch per contender and output option
     args = parse_args(argv)
     if os.geteuid() != 0:
         print("takeover.py: needs root (network namespaces)", file=sys.stderr)

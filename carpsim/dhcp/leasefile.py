@@ -203,7 +203,7 @@ def _time(words: list[str]) -> int | None:
     return calendar.timegm((y, mo, d, h, mi, s, 0, 0, 0))
 
 
-def _lease(address: IPv4Address, stmts: list[list[str]]) -> tuple[Lease, int]:
+def _lease(address: IPv4Address, stmts: list[list[str]]) -> tuple[Lease, int]:  # noqa: C901 - one branch per lease-file statement dhcpd writes
     fields: dict[str, object] = {}
     skipped = 0
     state = BindingState.FREE

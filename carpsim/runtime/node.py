@@ -269,7 +269,7 @@ class Node:
             if self.links.del_address(rt.parent.index, vip):
                 log.warning("vhid %d: removed stale VIP %s from %s", rt.vhid, vip, rt.parent.name)
 
-    async def stop(self) -> None:
+    async def stop(self) -> None:  # noqa: C901 - each teardown step is guarded on its own so one failure cannot skip the rest
         """Bow out, remove VIPs and macvlans, close sockets (idempotent)."""
         if self._stopping:
             return

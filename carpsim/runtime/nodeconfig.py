@@ -137,7 +137,7 @@ def default_creatorid(name: str) -> int:
     return zlib.crc32(name.encode()) or 1
 
 
-def parse_statesync(table: Mapping[str, Any], node_name: str) -> StateSyncConfig | None:
+def parse_statesync(table: Mapping[str, Any], node_name: str) -> StateSyncConfig | None:  # noqa: C901 - a flat schema validator: one check per field, each naming it
     """Validate [statesync]; None when it is disabled. Errors name ``statesync.<field>``."""
     where = "statesync"
     _unknown(table, _SYNC_KEYS, where)
@@ -345,7 +345,7 @@ def _metrics_address(node: Mapping[str, Any]) -> str:
     return str(text)
 
 
-def parse(data: Mapping[str, Any]) -> NodeConfig:
+def parse(data: Mapping[str, Any]) -> NodeConfig:  # noqa: C901 - a flat schema validator: one check per field, each naming it
     _unknown(data, {"node", "carp", "vhid", "statesync", "web"}, "config")
     node = data.get("node")
     if not isinstance(node, dict):

@@ -76,7 +76,7 @@ class SyncExecutor:
     """Told of every batch of Replicator actions executed here (the node composition's rules
     react to them, e.g. readiness -> CARP demotion)."""
 
-    def execute(self, now: float, actions: list[Action]) -> None:
+    def execute(self, now: float, actions: list[Action]) -> None:  # noqa: C901 - one branch per replicator action type
         rep = self.replicator
         if self.joined is not None:
             self.joined(now, actions)

@@ -468,7 +468,7 @@ def _decode_key(payload: memoryview) -> FlowKey:
     return FlowKey(proto, src, sport, dst, dport, zone)
 
 
-def _decode_record(payload: memoryview) -> StateRecord:
+def _decode_record(payload: memoryview) -> StateRecord:  # noqa: C901 - one branch per conntrack attribute
     view = payload
     top = _attrs(view, _NFGEN.size, len(view))
     if CTA_TUPLE_ORIG not in top:
