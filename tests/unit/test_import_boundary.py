@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[2] / "carpsim"
-PURE = ("wire", "protocol", "statesync", "dhcp", "configsync", "sim", "node")
+PURE = ("wire", "protocol", "statesync", "dhcp", "config", "configsync", "sim", "node")
 FORBIDDEN_MODULES = {
     "asyncio",
     "socket",
