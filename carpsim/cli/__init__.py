@@ -23,6 +23,8 @@ _COMMANDS: tuple[str, ...] = (
     "demo",
     "decode",
     "simulate",
+    "lint",
+    "import_pfsense",
 )
 
 
