@@ -25,6 +25,7 @@ _COMMANDS: tuple[str, ...] = (
     "simulate",
     "lint",
     "import_pfsense",
+    "config",
 )
 
 

@@ -36,13 +36,17 @@ class Finding:
 def raw_findings(node: str, data: Mapping[str, Any]) -> list[Finding]:
     """Checks on the TOML before loading, for what the loader would refuse with less context."""
     out: list[Finding] = []
-    places: list[tuple[str, object]] = [("carp.password", data.get("carp", {}).get("password"))]
-    vips = data.get("virtualip", {}).get("vip", [])
+    carp = data.get("carp")
+    places: list[tuple[str, object]] = []
+    if isinstance(carp, Mapping):
+        places.append(("carp.password", carp.get("password")))
+    virtualip = data.get("virtualip")
+    vips = virtualip.get("vip", []) if isinstance(virtualip, Mapping) else []
     if isinstance(vips, list):
         places += [
             (f"virtualip.vip[{i}].password", v.get("password"))
             for i, v in enumerate(vips)
-            if isinstance(v, dict)
+            if isinstance(v, Mapping)
         ]
     for field, value in places:
         if isinstance(value, str) and len(value.encode()) > MAX_PASSWORD_LEN:

@@ -51,9 +51,10 @@ def sections_to_send(config: Config) -> tuple[str, ...]:
 
 
 def build_payload(config: Config) -> dict[str, Any] | None:
-    """The ``restore_config_section`` struct; None = "Nothing has been configured to be synched"."""
+    """The ``restore_config_section`` struct; None when this node does not push (no
+    ``synchronizetoip``) or "Nothing has been configured to be synched" (no toggle on)."""
     names = sections_to_send(config)
-    if not names:
+    if not names or config.hasync.synchronizetoip is None:
         return None
     payload = {name: pfsense.to_pfsense(config, name) for name in names}
     return transform(payload, config)
