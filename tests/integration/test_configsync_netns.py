@@ -1,63 +1,36 @@
 """Config sync for real: two nodes in two namespaces, XML-RPC over HTTPS on a SYNC veth.
 
-Each service runs in this process on a thread that entered its node's namespace (network
-namespaces are per thread), so its sockets live there; the backup's apply callback loads the
-rendered ruleset with ``nft -f`` in its namespace. Also checks every rendered document with
-``nft -c`` and loads it for real.
+Each service is started (and each push made) on a thread that entered its node's namespace
+(`run_in_netns`; network namespaces are per thread), so its sockets live there; the backup's
+apply callback loads the rendered ruleset with ``nft -f`` in its namespace. Also checks every
+rendered document with ``nft -c`` and loads it for real.
 """
 
 from __future__ import annotations
 
 import base64
-import ctypes
 import http.client
 import os
 import secrets
 import ssl
 import subprocess
-import threading
 import xmlrpc.client
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from carpsim.config import loads, render
 from carpsim.configsync import apply
 from carpsim.net import netns
+from carpsim.net.conntrack import run_in_netns
 from carpsim.runtime import configsync_service as svc
 
 pytestmark = pytest.mark.netns
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "config"
-CLONE_NEWNET = 0x40000000
-T = TypeVar("T")
-_libc = ctypes.CDLL("libc.so.6", use_errno=True)
-
-
-def in_ns(ns: str, fn: Callable[[], T]) -> T:
-    """Run `fn` on a fresh thread inside namespace `ns` and return its result."""
-    out: dict[str, Any] = {}
-
-    def body() -> None:
-        fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-        try:
-            if _libc.setns(fd, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns")
-        finally:
-            os.close(fd)
-        try:
-            out["value"] = fn()
-        except BaseException as exc:
-            out["error"] = exc
-
-    t = threading.Thread(target=body)
-    t.start()
-    t.join(timeout=60)
-    if "error" in out:
-        raise out["error"]
-    return out["value"]  # type: ignore[no-any-return]
+in_ns = run_in_netns
 
 
 @pytest.fixture
