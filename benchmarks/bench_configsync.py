@@ -13,6 +13,7 @@ which the synchronous push already guarantees; the poll is the independent check
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import secrets
 import statistics
@@ -77,7 +78,7 @@ def run(edits: int) -> dict[str, Any]:
                                    descr=f"bench edit {i}", tracker=900000 + i)  # fmt: skip
                     new = replace(cfg, filter=replace(cfg.filter, rules=(rule, *cfg.filter.rules)))
                     t0 = time.perf_counter()
-                    run_in_netns(a, lambda new=new, i=i: master.change(new, f"bench {i}"))
+                    run_in_netns(a, functools.partial(master.change, new, f"bench {i}"))
                     if master.status()["result"] != "ok":
                         raise RuntimeError(f"sync failed: {master.status()}")
                     listing = ["nft", "list", "chain", "ip", "carpsim", "forward"]
