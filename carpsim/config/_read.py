@@ -112,6 +112,27 @@ def ipv4(text: object, where: str) -> IPv4Address:
         raise ConfigError(where, f"not an IPv4 address: {text!r}") from exc
 
 
+def not_a_host(addr: IPv4Address) -> str | None:
+    """Why `addr` cannot be an interface address, a VIP or a peer (None: it can)."""
+    if addr.is_unspecified:
+        return "is the unspecified address"
+    if addr.is_multicast:
+        return "is a multicast address"
+    if addr == IPv4Address("255.255.255.255"):
+        return "is the broadcast address"
+    if addr.is_loopback:
+        return "is a loopback address"
+    return None
+
+
+def host(text: object, where: str) -> IPv4Address:
+    addr = ipv4(text, where)
+    problem = not_a_host(addr)
+    if problem:
+        raise ConfigError(where, f"{addr} {problem}")
+    return addr
+
+
 def ipv4_interface(text: str, where: str) -> IPv4Interface:
     if "/" not in text:
         raise ConfigError(where, f"needs a prefix length (address/prefix): {text!r}")
@@ -120,6 +141,9 @@ def ipv4_interface(text: str, where: str) -> IPv4Interface:
     except ValueError as exc:
         raise ConfigError(where, f"not an IPv4 address/prefix: {text!r}") from exc
     net = value.network
+    problem = not_a_host(value.ip) or ("is a whole-internet prefix" if not net.prefixlen else None)
+    if problem:
+        raise ConfigError(where, f"{value} {problem}")
     if net.prefixlen < 31 and value.ip in (net.network_address, net.broadcast_address):
         raise ConfigError(where, f"{value.ip} is the network or broadcast address of {net}")
     return value

@@ -35,6 +35,7 @@ def _node(n: NodeSettings) -> dict[str, Any]:
             "control": n.control,
             "events_json": n.events_json,
             "metrics_port": n.metrics_port,
+            "metrics_address": n.metrics_address,
             "upscript": n.upscript,
             "downscript": n.downscript,
             "neutral": n.neutral,
@@ -214,6 +215,8 @@ def to_data(config: Config) -> dict[str, Any]:
             sync["group"] = True
         sync.update(dict(s.tuning))
         data["statesync"] = sync
+    if c.web is not None:
+        data["web"] = {"listen": c.web.listen}
     return data
 
 

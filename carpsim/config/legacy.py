@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 import zlib
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, ip_address
 
-from carpsim.config._read import Table, ifname, ipv4, ipv4_interface
+from carpsim.config._read import Table, host, ifname, ipv4_interface
 from carpsim.config.model import (
     DEFAULT_CONTROL,
     CarpDefaults,
@@ -26,8 +26,8 @@ from carpsim.errors import ConfigError
 from carpsim.statesync.config import ReplicatorConfig
 
 NODE_KEYS = {
-    "name", "control", "events_json", "metrics_port", "upscript", "downscript", "neutral",
-    "shutdown_scripts",
+    "name", "control", "events_json", "metrics_port", "metrics_address", "upscript",
+    "downscript", "neutral", "shutdown_scripts",
 }  # fmt: skip
 CARP_KEYS = {
     "password", "advbase", "advskew", "preempt", "master_down_formula", "real_mac",
@@ -54,11 +54,21 @@ def node_settings(t: Table) -> NodeSettings:
         control=t.text("control", DEFAULT_CONTROL),
         events_json=t.text("events_json"),
         metrics_port=t.integer("metrics_port", 0, hi=65535),
+        metrics_address=_metrics_address(t),
         upscript=t.text("upscript"),
         downscript=t.text("downscript"),
         neutral=t.flag("neutral"),
         shutdown_scripts=t.flag("shutdown_scripts"),
     )
+
+
+def _metrics_address(t: Table) -> str:
+    text: str = t.text("metrics_address", "127.0.0.1")
+    try:
+        ip_address(text)
+    except ValueError as exc:
+        raise ConfigError("node.metrics_address", f"not an IP address: {text!r}") from exc
+    return text
 
 
 def formula(t: Table, default: str) -> str:
@@ -86,9 +96,8 @@ def carp_defaults(t: Table) -> CarpDefaults:
 
 def vip_fields(t: Table, carp: CarpDefaults) -> dict[str, object]:
     """The CARP knobs a VIP may set itself, falling back to ``[carp]``."""
-    peer = t.ipv4("peer")
-    if peer is not None and (peer.is_multicast or peer.is_unspecified):
-        raise ConfigError(t.at("peer"), "must be a unicast address")
+    peer_text = t.text("peer")
+    peer = None if peer_text is None else host(peer_text, t.at("peer"))
     return {
         "password": t.text("password", carp.password),
         "advbase": t.integer("advbase", carp.advbase, hi=255),
@@ -114,7 +123,7 @@ def legacy_vhids(
         t.where = f"vhid[{vhid}]"
         t.only(VHID_KEYS)
         device = ifname(t.text("interface", required=True), t.at("interface"))
-        srcip = ipv4(t.text("srcip", required=True), t.at("srcip"))
+        srcip = host(t.text("srcip", required=True), t.at("srcip"))
         vips = t.strings("vips")
         if not vips:
             raise ConfigError(t.at("vips"), "at least one virtual IP is required")
@@ -143,7 +152,7 @@ def legacy_vhids(
 def _vip(text: str, where: str) -> IPv4Interface:
     if "/" not in text:
         # the original loader made a bare address a /32
-        return IPv4Interface(ipv4(text, where))
+        return IPv4Interface(host(text, where))
     return ipv4_interface(text, where)
 
 
@@ -162,6 +171,16 @@ def statesync(t: Table) -> StateSync:
             raise ConfigError("statesync.group", "true conflicts with a unicast statesync.peer")
         if peer.is_multicast or peer.is_unspecified or peer == IPv4Address("255.255.255.255"):
             raise ConfigError("statesync.peer", f"must be a unicast address, got {peer}")
+    tuning = _tuning(t)
+    result = StateSync(
+        interface=interface, peer=peer, enabled=enabled, group=group,
+        demote=t.integer("demote", 32, hi=255), tuning=tuple(tuning),
+    )  # fmt: skip
+    statesync_replicator(result, "check")
+    return result
+
+
+def _tuning(t: Table) -> list[tuple[str, float | int | bool]]:
     tuning: list[tuple[str, float | int | bool]] = []
     for key in SYNC_FLOATS:
         if key in t.data:
@@ -176,12 +195,7 @@ def statesync(t: Table) -> StateSync:
             tuning.append((key, t.integer(key, lo=-(2**31))))
     if "reliable" in t.data:
         tuning.append(("reliable", t.flag("reliable")))
-    result = StateSync(
-        interface=interface, peer=peer, enabled=enabled, group=group,
-        demote=t.integer("demote", 32, hi=255), tuning=tuple(tuning),
-    )  # fmt: skip
-    statesync_replicator(result, "check")
-    return result
+    return tuning
 
 
 def default_creatorid(name: str) -> int:

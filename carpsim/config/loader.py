@@ -50,6 +50,7 @@ from carpsim.config.model import (
 )
 from carpsim.config.validate import validate
 from carpsim.errors import ConfigError
+from carpsim.web import config as web_config
 
 _R = TypeVar("_R", FilterRule, NatRule)
 TOP_KEYS = {
@@ -117,6 +118,7 @@ def parse(data: Mapping[str, Any]) -> Config:
         staticroutes=_routes(top.table("staticroutes")),
         hasync=hasync,
         statesync=sync,
+        web=web_config.parse(data.get("web")),
     )
     validate(config)
     return config

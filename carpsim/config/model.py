@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
+from carpsim.web.config import WebConfig
+
 DEFAULT_CONTROL = "/run/carpsim/carpsim.sock"
 CONFIG_VERSION = "23.3"
 """pfSense's ``<version>`` of 2.7.1/2.7.2: what `host_firmware_version` reports as
@@ -49,6 +51,7 @@ class NodeSettings:
     control: str = DEFAULT_CONTROL
     events_json: str | None = None
     metrics_port: int = 0
+    metrics_address: str = "127.0.0.1"
     upscript: str | None = None
     downscript: str | None = None
     neutral: bool = False
@@ -325,6 +328,8 @@ class Config:
     staticroutes: tuple[StaticRoute, ...] = ()
     hasync: HaSync = field(default_factory=HaSync)
     statesync: StateSync | None = None
+    web: WebConfig | None = None
+    """``[web]``: the node's status pages (carpsim.web.config), kept as the node config has it."""
 
     def interface(self, name: str) -> Interface | None:
         return next((i for i in self.interfaces if i.name == name), None)

@@ -13,7 +13,7 @@ carpsim's own knobs without a pfSense counterpart travel as extra ``carpsim_*`` 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -73,84 +73,110 @@ def gateway_name(address: IPv4Address) -> str:
     return "GW_" + str(address).replace(".", "_")
 
 
+def _virtualip_section(c: Config) -> Any:
+    return {"vip": [_vip(v) for v in c.virtualip]}
+
+
+def _filter_section(c: Config) -> Any:
+    rules = []
+    for r in c.filter.rules:
+        rule: dict[str, Any] = {
+            "tracker": str(r.tracker), "type": r.action.value, "interface": r.interface,
+            "ipprotocol": "inet", "source": endpoint_struct(r.source),
+            "destination": endpoint_struct(r.destination), "descr": r.descr,
+        }  # fmt: skip
+        if r.protocol is not None:
+            rule["protocol"] = r.protocol
+        if r.icmptype:
+            rule["icmptype"] = ",".join(r.icmptype)
+        _flags(rule, r, {"nosync": "nosync", "disabled": "disabled", "log": "log"})
+        rules.append(rule)
+    return {
+        "rule": rules,
+        "carpsim_syn_only": "on" if c.filter.syn_only else "off",
+        "carpsim_tcp_loose": "on" if c.filter.tcp_loose else "off",
+    }
+
+
+def _nat_section(c: Config) -> Any:
+    out_rules = []
+    for n in c.nat.rules:
+        src = endpoint_struct(n.source)
+        rule: dict[str, Any] = {
+            "interface": n.interface, "ipprotocol": "inet",
+            "source": {("network" if k in ("address", "network") else k): v
+                       for k, v in src.items() if k != "port"},
+            "destination": endpoint_struct(n.destination),
+            "target": "" if n.target is None else str(n.target),
+            "descr": n.descr, "tracker": str(n.tracker),
+        }  # fmt: skip
+        rule["destination"].pop("port", None)
+        if n.source.port is not None:
+            rule["sourceport"] = n.source.port
+        if n.destination.port is not None:
+            rule["dstport"] = n.destination.port
+        if n.protocol is not None:
+            rule["protocol"] = n.protocol
+        _flags(rule, n, {"static_port": "staticnatport", "nonat": "nonat",
+                         "nosync": "nosync", "disabled": "disabled"})  # fmt: skip
+        out_rules.append(rule)
+    mode = _NAT_MODE_OUT.get(c.nat.mode, c.nat.mode.value)
+    return {"outbound": {"mode": mode, "rule": out_rules}}
+
+
+def _aliases_section(c: Config) -> Any:
+    aliases = []
+    for a in c.aliases:
+        alias = {"name": a.name, "type": a.type.value, "address": " ".join(a.entries),
+                 "descr": a.descr}  # fmt: skip
+        _flags(alias, a, {"nosync": "nosync"})
+        aliases.append(alias)
+    return {"alias": aliases}
+
+
+def _dhcpd_section(c: Config) -> Any:
+    return {d.interface: _dhcpd(d) for d in c.dhcpd}
+
+
+def _staticroutes_section(c: Config) -> Any:
+    return {
+        "route": [
+            {
+                "network": str(r.network),
+                "gateway": gateway_name(r.gateway),
+                "descr": r.descr,
+                **({"disabled": ""} if r.disabled else {}),
+            }
+            for r in c.staticroutes
+        ]
+    }
+
+
+def _gateways_section(c: Config) -> Any:
+    items = []
+    for addr in dict.fromkeys(r.gateway for r in c.staticroutes):
+        iface = next((i for i in c.interfaces if addr in i.network), None)
+        items.append({"name": gateway_name(addr), "gateway": str(addr), "ipprotocol": "inet",
+                      "interface": iface.name if iface else "", "descr": ""})  # fmt: skip
+    return {"gateway_item": items}
+
+
+_SENDERS: dict[str, Callable[[Config], Any]] = {
+    "virtualip": _virtualip_section,
+    "filter": _filter_section,
+    "nat": _nat_section,
+    "aliases": _aliases_section,
+    "dhcpd": _dhcpd_section,
+    "staticroutes": _staticroutes_section,
+    "gateways": _gateways_section,
+}
+
+
 def to_pfsense(config: Config, section: str) -> Any:
     """One section as pfSense would send it (missing sections are empty, never left out)."""
-    c = config
-    if section == "virtualip":
-        return {"vip": [_vip(v) for v in c.virtualip]}
-    if section == "filter":
-        rules = []
-        for r in c.filter.rules:
-            rule: dict[str, Any] = {
-                "tracker": str(r.tracker), "type": r.action.value, "interface": r.interface,
-                "ipprotocol": "inet", "source": endpoint_struct(r.source),
-                "destination": endpoint_struct(r.destination), "descr": r.descr,
-            }  # fmt: skip
-            if r.protocol is not None:
-                rule["protocol"] = r.protocol
-            if r.icmptype:
-                rule["icmptype"] = ",".join(r.icmptype)
-            _flags(rule, r, {"nosync": "nosync", "disabled": "disabled", "log": "log"})
-            rules.append(rule)
-        return {
-            "rule": rules,
-            "carpsim_syn_only": "on" if c.filter.syn_only else "off",
-            "carpsim_tcp_loose": "on" if c.filter.tcp_loose else "off",
-        }
-    if section == "nat":
-        out_rules = []
-        for n in c.nat.rules:
-            src = endpoint_struct(n.source)
-            rule = {
-                "interface": n.interface, "ipprotocol": "inet",
-                "source": {("network" if k in ("address", "network") else k): v
-                           for k, v in src.items() if k != "port"},
-                "destination": endpoint_struct(n.destination),
-                "target": "" if n.target is None else str(n.target),
-                "descr": n.descr, "tracker": str(n.tracker),
-            }  # fmt: skip
-            rule["destination"].pop("port", None)
-            if n.source.port is not None:
-                rule["sourceport"] = n.source.port
-            if n.destination.port is not None:
-                rule["dstport"] = n.destination.port
-            if n.protocol is not None:
-                rule["protocol"] = n.protocol
-            _flags(rule, n, {"static_port": "staticnatport", "nonat": "nonat",
-                             "nosync": "nosync", "disabled": "disabled"})  # fmt: skip
-            out_rules.append(rule)
-        mode = _NAT_MODE_OUT.get(c.nat.mode, c.nat.mode.value)
-        return {"outbound": {"mode": mode, "rule": out_rules}}
-    if section == "aliases":
-        aliases = []
-        for a in c.aliases:
-            alias = {"name": a.name, "type": a.type.value, "address": " ".join(a.entries),
-                     "descr": a.descr}  # fmt: skip
-            _flags(alias, a, {"nosync": "nosync"})
-            aliases.append(alias)
-        return {"alias": aliases}
-    if section == "dhcpd":
-        return {d.interface: _dhcpd(d) for d in c.dhcpd}
-    if section == "staticroutes":
-        return {
-            "route": [
-                {
-                    "network": str(r.network),
-                    "gateway": gateway_name(r.gateway),
-                    "descr": r.descr,
-                    **({"disabled": ""} if r.disabled else {}),
-                }
-                for r in c.staticroutes
-            ]
-        }
-    if section == "gateways":
-        items = []
-        for addr in dict.fromkeys(r.gateway for r in c.staticroutes):
-            iface = next((i for i in c.interfaces if addr in i.network), None)
-            items.append({"name": gateway_name(addr), "gateway": str(addr), "ipprotocol": "inet",
-                          "interface": iface.name if iface else "", "descr": ""})  # fmt: skip
-        return {"gateway_item": items}
-    raise ValueError(f"not a synced section: {section}")
+    if section not in _SENDERS:
+        raise ValueError(f"not a synced section: {section}")
+    return _SENDERS[section](config)
 
 
 def _dhcpd(d: Any) -> dict[str, Any]:

@@ -51,6 +51,9 @@ def test_old_node_config_files_still_load() -> None:
     text = """
     [node]
     name = "node1"
+    metrics_address = "10.0.0.1"
+    [web]
+    listen = "127.0.0.1:8081"
     [carp]
     password = "K33p_It_S3cr3t!"
     advskew = 100
@@ -70,6 +73,9 @@ def test_old_node_config_files_still_load() -> None:
         "lan", 1, 7, "192.168.110.254/24",
     )  # fmt: skip
     assert c.interface("lan") is not None
+    assert c.node.metrics_address == "10.0.0.1"
+    assert c.web is not None
+    assert c.web.port == 8081
     assert str(c.interface("lan").address) == "192.168.110.251/24"  # type: ignore[union-attr]
     (carp,) = derive.carp_vhids(c)
     assert carp.interface == "lan"
