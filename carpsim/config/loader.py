@@ -58,6 +58,7 @@ TOP_KEYS = {
     "carp",
     "vhid",
     "statesync",
+    "web",
     "system",
     "interfaces",
     "virtualip",
