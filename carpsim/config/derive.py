@@ -109,7 +109,9 @@ def dhcp_settings(config: Config, d: Dhcpd) -> DhcpServerSettings:
             failover=failover,
         )
     except ConfigError as exc:
-        field = exc.field.replace("failover.peer", "failover_peerip").replace("range.", "range.")
+        # name the field as the file spells it
+        field = {"failover.peer": "failover_peerip", "range.start": "range.from",
+                 "range.end": "range.to"}.get(exc.field, exc.field)  # fmt: skip
         raise ConfigError(f"{where}.{field}", exc.message) from exc
 
 

@@ -224,3 +224,81 @@ def test_hostile_requests_over_https(pair: tuple[str, str], tmp_path: Path) -> N
         assert backup.status()["drops"] == {"badxml": 1, "toolarge": 1}
     finally:
         backup.stop()
+
+
+KITCHEN_SINK = """
+[aliases.WEB]
+type = "port"
+address = ["80", "443", "8000-8080"]
+[aliases.BAD]
+type = "host"
+address = ["203.0.113.66", "203.0.113.67"]
+[aliases.NETS]
+type = "network"
+address = ["INSIDE_NETS", "10.9.0.0/16"]
+
+[[filter.rule]]
+interface = "lan"
+action = "block"
+protocol = "tcp"
+source = "!NETS"
+source_port = "1024-65535"
+destination = "BAD"
+destination_port = "WEB"
+log = true
+descr = "every match kind"
+[[filter.rule]]
+interface = "lan"
+action = "reject"
+descr = "reject any protocol"
+[[filter.rule]]
+interface = "dmz"
+action = "reject"
+protocol = "udp"
+destination = "wan address"
+destination_port = "53"
+[[filter.rule]]
+interface = "wan"
+protocol = "tcp/udp"
+destination = "!lan net"
+destination_port = "WEB"
+[[filter.rule]]
+interface = "wan"
+protocol = "icmp"
+icmptype = ["echoreq", "maskreq", "routersol"]
+[[filter.rule]]
+interface = "wan"
+protocol = "esp"
+[[filter.rule]]
+interface = "wan"
+protocol = "gre"
+[[filter.rule]]
+interface = "wan"
+protocol = "ospf"
+[[filter.rule]]
+interface = "wan"
+protocol = "carp"
+[[filter.rule]]
+interface = "wan"
+protocol = "pfsync"
+
+[[staticroutes.route]]
+network = "10.20.0.0/16"
+gateway = "192.168.120.1"
+"""
+
+
+@pytest.mark.parametrize("mode", ["manual", "hybrid", "automatic", "disabled"])
+def test_every_rendered_construct_passes_nft_check(pair: tuple[str, str], mode: str) -> None:
+    text = (VECTORS / "reference-node1.toml").read_text()
+    text = text.replace('mode = "manual"', f'mode = "{mode}"')
+    text = text.replace(
+        'descr = "outbound NAT dmz -> WAN VIP"',
+        'descr = "outbound NAT dmz -> WAN VIP"\nstatic_port = true\n'
+        '[[nat.outbound.rule]]\ninterface = "wan"\nsource = "NETS"\nprotocol = "tcp"\n'
+        'destination = "203.0.113.0/24"\ndestination_port = "WEB"\ntarget = "192.168.100.254"\n'
+        '[[nat.outbound.rule]]\ninterface = "wan"\nsource = "10.9.0.0/16"\nnonat = true\n',
+    )
+    cfg = loads(text + KITCHEN_SINK)
+    nft_load(pair[0], render(cfg), check=True)
+    nft_load(pair[0], render(cfg, {"lan": ["carp1x7"], "wan": ["carp3x5", "carp3x6"]}), check=True)

@@ -134,7 +134,7 @@ def test_alias_loop_is_refused() -> None:
             "192.168.100.246",
             "nat.outbound.rule[0].target",
         ),
-        (("dhcpd", "lan", "range", "to"), "192.168.120.9", "dhcpd.lan.range.end"),
+        (("dhcpd", "lan", "range", "to"), "192.168.120.9", "dhcpd.lan.range.to"),
         (("interfaces", "lan", "address"), "192.168.110.0/24", "interfaces.lan.address"),
         (("hasync", "pfsyncinterface"), "syncx", "hasync.pfsyncinterface"),
     ],
