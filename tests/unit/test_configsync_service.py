@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import base64
 import shutil
+import tempfile
 import xmlrpc.client
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, generate_latest
 
 from carpsim.config import dump, loads, parse
 from carpsim.configsync import apply, policy
@@ -218,3 +222,48 @@ def test_self_signed_certificate_is_made_once(tmp_path: Path) -> None:
     assert selfsigned.ensure(tmp_path / "tls", "node2", "172.16.1.6") == (cert, key)
     assert cert.read_bytes() == first
     shutil.rmtree(tmp_path / "tls")
+
+
+def test_prometheus_collector_reads_the_status(tmp_path: Path) -> None:
+    service, _, _ = backup(tmp_path)
+    call(service, "pfsense.restore_config_section", master_payload(BLOCK), 900)
+    fault(service, b"<x", None)
+    registry = CollectorRegistry()
+    registry.register(svc.ConfigSyncCollector(service))
+    text = generate_latest(registry).decode()
+    assert 'carpsim_configsync_received_total{result="ok"} 1.0' in text
+    assert 'carpsim_configsync_faults_total{code="-32700"} 1.0' in text
+    assert 'carpsim_configsync_dropped_total{reason="badxml"} 1.0' in text
+    assert 'carpsim_configsync_pushes_total{result="failed"} 0.0' in text
+
+
+_FUZZ_DIR = tempfile.TemporaryDirectory()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.one_of(
+        st.binary(max_size=400),
+        st.builds(
+            lambda body: (
+                b"<?xml version='1.0'?><methodCall><methodName>pfsense.restore_config_section"
+                b"</methodName><params><param>" + body + b"</param></params></methodCall>"
+            ),
+            st.binary(max_size=300),
+        ),
+    )
+)
+def test_random_requests_only_ever_get_a_fault(body: bytes) -> None:
+    service, rec, path = _fuzz_backup()
+    before = path.read_bytes()
+    reply = service.dispatch(body, auth(), MASTER)
+    try:
+        result = xmlrpc.client.loads(reply)[0][0]
+    except xmlrpc.client.Fault:
+        result = None
+    assert result is None or result is True
+    assert path.read_bytes() == before or rec.plans
+
+
+def _fuzz_backup() -> tuple[svc.ConfigSyncService, Recorder, Path]:
+    return backup(Path(_FUZZ_DIR.name))
