@@ -152,16 +152,12 @@ def endpoint_addresses(config: Config, ep: Endpoint, where: str) -> tuple[str, .
     if ep.network is not None:
         if ep.network == "(self)":
             return tuple(str(a) for a in config.own_addresses())
-        name = ep.network.removesuffix("ip") if ep.network.endswith("ip") else ep.network
+        address = ep.network.endswith("ip")  # interface names never end in "ip" (loader)
+        name = ep.network.removesuffix("ip")
         iface = config.interface(name)
-        if iface is None and ep.network.endswith("ip"):
-            iface = config.interface(ep.network)
-            name = ep.network
         if iface is None:
             raise ConfigError(where, f'unknown interface "{name}" in "{ep.text()}"')
-        if ep.network == name:
-            return (str(iface.network),)
-        return (str(iface.address.ip),)
+        return (str(iface.address.ip),) if address else (str(iface.network),)
     assert ep.address is not None
     if ep.address[0].isdigit():
         return (ep.address,)

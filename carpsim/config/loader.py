@@ -154,6 +154,9 @@ def _interfaces(t: Table) -> list[Interface]:
         it = t.table(name)
         if not IF_NAME.match(name):
             raise ConfigError(it.where, "interface names are lowercase letters/digits (wan, opt1)")
+        if name.endswith("ip"):
+            # pfSense spells "<if> address" as "<if>ip": "voip" would read as "vo address"
+            raise ConfigError(it.where, "an interface name must not end in 'ip'")
         it.only({"device", "address", "descr", "gateway"})
         device = ifname(it.text("device", name), it.at("device"))
         address = ipv4_interface(it.text("address", required=True), it.at("address"))

@@ -160,6 +160,12 @@ def test_same_vhid_on_another_interface_is_fine_but_not_twice_on_one() -> None:
     assert "already virtualip.vip[2]" in error(data).message
 
 
+def test_interface_names_ending_in_ip_are_refused() -> None:
+    data = ref(1)
+    data["interfaces"]["voip"] = {"address": "10.50.0.1/24"}
+    assert error(data).field == "interfaces.voip"
+
+
 def test_unknown_keys_are_errors() -> None:
     data = ref(1)
     data["filter"]["rule"][0]["sorce"] = "any"
