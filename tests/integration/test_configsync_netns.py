@@ -17,14 +17,17 @@ import subprocess
 import xmlrpc.client
 from collections.abc import Iterator
 from dataclasses import replace
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from carpsim.config import loads, render
+from carpsim.config.model import StaticRoute
 from carpsim.configsync import apply
 from carpsim.net import netns
+from carpsim.net.config_apply import KernelApplier
 from carpsim.net.conntrack import run_in_netns
 from carpsim.runtime import configsync_service as svc
 
@@ -71,10 +74,11 @@ def node(tmp: Path, n: int, ns: str, **kw: Any) -> tuple[svc.ConfigSyncService, 
     store = svc.ConfigStore.load(path)
     plans: list[apply.ApplyPlan] = []
 
+    kernel = KernelApplier(ns)
+
     def applier(plan: apply.ApplyPlan) -> None:
         plans.append(plan)
-        if plan.nftables is not None:
-            nft_load(ns, plan.nftables)
+        kernel(plan)
 
     nft_load(ns, render(store.current))  # the node starts with its own ruleset in place
     service = svc.ConfigSyncService(
@@ -302,3 +306,31 @@ def test_every_rendered_construct_passes_nft_check(pair: tuple[str, str], mode: 
     cfg = loads(text + KITCHEN_SINK)
     nft_load(pair[0], render(cfg), check=True)
     nft_load(pair[0], render(cfg, {"lan": ["carp1x7"], "wan": ["carp3x5", "carp3x6"]}), check=True)
+
+
+def test_kernel_applier_loads_ruleset_sysctl_and_routes(pair: tuple[str, str]) -> None:
+    ns = pair[0]
+    netns.run(ns, ["ip", "link", "add", "lan", "type", "veth", "peer", "name", "lanpeer"])
+    netns.run(ns, ["ip", "link", "set", "lanpeer", "up"])
+    netns.run(ns, ["ip", "addr", "add", "192.168.110.251/24", "dev", "lan"])
+    netns.run(ns, ["ip", "link", "set", "lan", "up"])
+    loose_file = "/proc/sys/net/netfilter/nf_conntrack_tcp_loose"
+    netns.run(ns, ["sh", "-c", f"echo 1 > {loose_file}"])
+    assert netns.run(ns, ["cat", loose_file]).stdout.strip() == "1"
+    base = loads((VECTORS / "reference-node1.toml").read_text())
+    applier = KernelApplier(ns, devices=lambda: {"lan": ["carp1x9"]})
+    applier(
+        apply.plan(
+            replace(base, filter=replace(base.filter, tcp_loose=True), staticroutes=()), base
+        )
+    )
+    route = StaticRoute(IPv4Network("10.20.0.0/16"), IPv4Address("192.168.110.1"))
+    with_route = replace(base, staticroutes=(route,))
+    applier(apply.plan(base, with_route))
+    assert "10.20.0.0/16 via 192.168.110.1" in netns.run(ns, ["ip", "route"]).stdout
+    listing = netns.run(ns, ["nft", "list", "table", "ip", "carpsim"]).stdout
+    assert '"carp1x9"' in listing
+    loose = netns.run(ns, ["cat", "/proc/sys/net/netfilter/nf_conntrack_tcp_loose"]).stdout
+    assert loose.strip() == "0"
+    applier(apply.plan(with_route, base))
+    assert "10.20.0.0/16" not in netns.run(ns, ["ip", "route"]).stdout
