@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import struct
 from collections import Counter
 from ipaddress import IPv4Address
@@ -42,7 +43,7 @@ def tcp_streams() -> dict[tuple[str, int, str, int], list[tuple[int, bytes]]]:
     out: dict[tuple[str, int, str, int], list[tuple[int, bytes]]] = {}
     for key, segs in streams.items():
         segs.sort()
-        for (seq, _n, data), (nxt, _m, _d) in zip(segs, segs[1:], strict=False):
+        for (seq, _n, data), (nxt, _m, _d) in itertools.pairwise(segs):
             assert seq + len(data) == nxt, f"gap in {key}"
         out[key] = [(n, d) for _s, n, d in segs]
     return out
