@@ -6,8 +6,7 @@ machine owns the link and the state and calls in here. Rules (ISC dhcpd 4.4):
 - received BNDUPDs are persisted at once and acknowledged in batches (half our window, or
   after 2 s), so the lease file always holds a binding before the peer hears it is acked;
 - a BNDUPD for an address whose own update is still unacknowledged is a crossing update,
-  decided by `incoming_wins` (draft-12 / ISC `failover_lease_is_better`); the loser is
-  rejected with reason 16;
+  decided by `incoming_wins`; the loser is rejected with reason 16;
 - a BNDACK makes the potential expiry we sent the acknowledged one (``tsfp``).
 """
 
@@ -92,16 +91,24 @@ def lease_from_bndupd(msg: BndUpd, old: Lease, wall: int) -> Lease:
 
 
 def incoming_wins(incoming: Lease, local: Lease, peer_is_primary: bool) -> bool:
-    """Crossing updates (spec §2.7 item 6): does the peer's copy beat our unacked one?"""
-    if incoming.state is B.ACTIVE and local.state is not B.ACTIVE:
-        return True
-    if incoming.state is B.ACTIVE and local.state is B.ACTIVE:
+    """Crossing updates: does the peer's copy beat our unacknowledged one?
+
+    ISC's order (``failover_lease_is_better``) with one deliberate change: a binding that is
+    ACTIVE on one side beats any other state on the other, except a RELEASE by that same
+    client. ISC lets an incoming EXPIRED beat a local ACTIVE; the simulator found that both
+    sides then keep the other's copy (one says EXPIRED, the other ACTIVE) and that a stale
+    EXPIRED from before a partition could free an address a client held. The rule must be
+    antisymmetric (both peers pick the same winner), which this one is.
+    """
+    same_client = incoming.hw_address == local.hw_address and incoming.client_id == local.client_id
+    if same_client and {incoming.state, local.state} == {B.ACTIVE, B.RELEASED}:
+        return incoming.state is B.RELEASED
+    if (incoming.state is B.ACTIVE) != (local.state is B.ACTIVE):
+        return incoming.state is B.ACTIVE
+    if incoming.state is B.ACTIVE:
         a, b = incoming.cltt or 0, local.cltt or 0
         if a != b:
             return a > b
-        return peer_is_primary
-    if incoming.state is B.EXPIRED and local.state is B.ACTIVE:
-        return True
     return peer_is_primary
 
 

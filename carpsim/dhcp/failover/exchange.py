@@ -22,7 +22,12 @@ from carpsim.dhcp.failover.bindings import (
     lts_candidates,
 )
 from carpsim.dhcp.failover.codec import BndAck, BndUpd, Message, UpdDone
-from carpsim.dhcp.failover.constants import ACK_FLUSH_DELAY, FailoverState, RejectReason
+from carpsim.dhcp.failover.constants import (
+    ACK_FLUSH_DELAY,
+    CLOCK_SKEW_LIMIT,
+    FailoverState,
+    RejectReason,
+)
 from carpsim.dhcp.failover.events import Action, CountDrop, PersistLease, Send
 from carpsim.dhcp.failover.loadbal import primary_serves
 from carpsim.dhcp.failover.transitions import PEER_DEMANDS_SILENCE, SERVING
@@ -172,7 +177,11 @@ class BindingExchange:
         lease = self.db.get(address)
         if not (self.primary and self.state is S.NORMAL and lease is not None):
             return []
-        if lease.state not in (B.EXPIRED, B.RELEASED):
+        if lease.state not in (B.EXPIRED, B.RELEASED) or address in self.sync.unacked:
+            return []
+        if lease.state is B.EXPIRED and (lease.ends or 0) + CLOCK_SKEW_LIMIT > wall:
+            # The end may be in the other server's clock, up to 60 s off ours: wait until
+            # even that clock agrees (`reclaim_expired` comes back for it).
             return []
         key = lease.client_id or lease.hw_address
         theirs = bool(key) and not primary_serves(self.hba, key)
@@ -182,6 +191,13 @@ class BindingExchange:
         self.db.put(new)
         self.sync.changed(address)
         return [PersistLease(new), *self._pump(now)]
+
+    def _reclaim_expired(self, now: float) -> list[Action]:
+        wall = self._wall(now)
+        actions: list[Action] = []
+        for lease in self.db.in_state(B.EXPIRED):
+            actions += self._reclaim(now, wall, lease.address)
+        return actions
 
     def _balance(self, now: float) -> list[Action]:
         """Primary entering NORMAL: hand (free - backup) / 2 addresses to the secondary."""

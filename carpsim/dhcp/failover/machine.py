@@ -77,6 +77,8 @@ from carpsim.dhcp.settings import FailoverRole, FailoverSettings
 
 S = FailoverState
 B = BindingState
+RECLAIM_INTERVAL = 5.0
+"""How often a primary in NORMAL looks for expired addresses to put back in the pool."""
 
 
 class FailoverMachine(BindingExchange):
@@ -227,6 +229,9 @@ class FailoverMachine(BindingExchange):
             actions += self._dispatch(now, FoInput.RECOVER_WAIT_ELAPSED)
         if "acks" in due:
             actions += self._flush_acks(now)
+        if "reclaim" in due and self.primary and self.state is S.NORMAL:
+            self._timers["reclaim"] = now + RECLAIM_INTERVAL
+            actions += self._reclaim_expired(now)
         if "contact" in due and self._connected:
             actions.append(self._send(now, [Contact()]))
         return actions
@@ -530,7 +535,7 @@ class FailoverMachine(BindingExchange):
         self.state = new
         if not keep_stos:
             self.stos = wall
-        for name in ("auto_partner_down", "recover_wait"):
+        for name in ("auto_partner_down", "recover_wait", "reclaim"):
             self._timers.pop(name, None)
         if new is not S.STARTUP:
             self._timers.pop("startup", None)
@@ -550,6 +555,7 @@ class FailoverMachine(BindingExchange):
             pass  # the caller moves on to NORMAL
         elif new is S.NORMAL and self.primary:
             actions += self._balance(now)
+            self._timers["reclaim"] = now + RECLAIM_INTERVAL
         if self._connected:
             actions += self._pump(now)
         return actions
