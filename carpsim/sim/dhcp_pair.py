@@ -61,6 +61,7 @@ class FailoverNode(SimNode):
         pool: list[IPv4Address],
         channel: StreamChannel,
         trace: list[Transition],
+        *,
         skew: float = 0.0,
     ) -> None:
         super().__init__(name)
@@ -163,7 +164,7 @@ class FailoverPair(Runner[FailoverNode]):
                 auto_partner_down=auto_partner_down,
             )
             skew_i = skew[0] if name == "p" else skew[1]
-            self.add_node(FailoverNode(name, settings, pool, self.channel, self.trace, skew_i))
+            self.add_node(FailoverNode(name, settings, pool, self.channel, self.trace, skew=skew_i))
 
     def start(self, name: str) -> None:
         self.nodes[name].start(self.now)
@@ -212,7 +213,7 @@ class Clients:
     count: int = 25
     lease_time: int = 120
     leave_chance: float = 0.3
-    rng: random.Random = field(default_factory=lambda: random.Random(0))
+    rng: random.Random = field(default_factory=lambda: random.Random(0))  # noqa: S311 - seeded simulation
     reach: set[str] = field(default_factory=lambda: {"p", "s"})
     clients: list[Client] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
