@@ -139,7 +139,11 @@ class FailoverMachine(BindingExchange):
             self.mclt = saved.mclt
         self.state, self.stos = S.STARTUP, self.saved_stos
         self._timers["startup"] = now + STARTUP_TIME
-        return [StateChanged(self.saved, S.STARTUP, "start"), *self._try_connect(now)]
+        return [
+            *self._persist(),
+            StateChanged(self.saved, S.STARTUP, "start"),
+            *self._try_connect(now),
+        ]
 
     def connection_up(self, now: float, wall: int) -> list[Action]:
         """A TCP link to the peer is established (ours or accepted)."""
@@ -506,8 +510,7 @@ class FailoverMachine(BindingExchange):
         peer_recovering = self.peer_state in (S.RECOVER, S.RECOVER_DONE)
         until = self.stos + self.mclt
         if wall < until and not peer_recovering:
-            self._timers["recover_wait"] = now + (until - wall)
-            return self._move(now, S.RECOVER_WAIT, "update done, waiting MCLT")
+            return self._move(now, S.RECOVER_WAIT, "update done, waiting MCLT", keep_stos=True)
         return self._recover_wait_over(now, event)
 
     def _recover_wait_over(self, now: float, event: FoInput) -> list[Action]:
@@ -549,6 +552,9 @@ class FailoverMachine(BindingExchange):
                 actions += self._hold_until_safe(lease)
         elif new is S.RECOVER:
             actions += self._request_all(now, FoInput.PEER_RECOVER)
+        elif new is S.RECOVER_WAIT:
+            # Until MCLT after entering RECOVER (the STOS RECOVER-WAIT inherits).
+            self._timers["recover_wait"] = now + max(0, self.stos + self.mclt - wall)
         elif new is S.POTENTIAL_CONFLICT and self.primary:
             actions += self._request(now, FoInput.PEER_CONFLICT_DONE)
         elif new is S.RECOVER_DONE and self.peer_state in (S.NORMAL, S.RECOVER_DONE):
