@@ -219,6 +219,8 @@ class Clients:
     violations: list[str] = field(default_factory=list)
     grants: Counter[str] = field(default_factory=Counter)
     failed_asks: int = 0
+    active: bool = True
+    """False: clients stop acting (their leases then run out at the servers)."""
 
     def __post_init__(self) -> None:
         for i in range(self.count):
@@ -235,7 +237,7 @@ class Clients:
         gen = c.gen
 
         def run() -> None:
-            if c.gen == gen:
+            if c.gen == gen and self.active:
                 fn(c)  # type: ignore[operator]
 
         self.pair.at(self.pair.now + delay, run)

@@ -50,6 +50,15 @@ def lease_to_bndupd(lease: Lease, xid: int, time: int) -> BndUpd:
     )
 
 
+def stamp(lease: Lease, wall: int) -> Lease:
+    """Mark a local change as not yet acknowledged, durably: its tstp moves past the tsfp
+    the peer acknowledged, so a restart (which forgets the queue) still knows to send it.
+    An ACTIVE grant already carries a fresh tstp (`FailoverPolicy.grant`)."""
+    if lease.tstp is not None and lease.tstp != lease.tsfp:
+        return lease
+    return replace(lease, tstp=max(wall, (lease.tsfp or 0) + 1))
+
+
 def check_bndupd(msg: BndUpd) -> tuple[RejectReason, str] | None:
     """ISC's checks before a BNDUPD is considered (reason 3 = missing binding information)."""
     if msg.assigned_ip is None:
@@ -127,10 +136,11 @@ class BindingSync:
         self.acked = 0
         self.rejected = 0
         for lease in db:
-            # A restart forgets the queue; an announced potential expiry the peer never
-            # acknowledged marks a binding it may not know.
-            if lease.tstp is not None and (lease.tsfp is None or lease.tsfp < lease.tstp):
+            # A restart forgets the queue; a potential expiry (tstp) the peer never
+            # acknowledged (tsfp) marks a binding it may not know: see `stamp`.
+            if lease.tstp is not None and lease.tstp != lease.tsfp:
                 self.unacked.add(lease.address)
+                self.queue[lease.address] = None
 
     def changed(self, address: IPv4Address) -> None:
         self.unacked.add(address)

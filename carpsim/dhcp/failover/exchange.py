@@ -20,6 +20,7 @@ from carpsim.dhcp.failover.bindings import (
     lease_from_bndupd,
     lease_to_bndupd,
     lts_candidates,
+    stamp,
 )
 from carpsim.dhcp.failover.codec import BndAck, BndUpd, Message, UpdDone
 from carpsim.dhcp.failover.constants import (
@@ -185,8 +186,8 @@ class BindingExchange:
             return []
         key = lease.client_id or lease.hw_address
         theirs = bool(key) and not primary_serves(self.hba, key)
-        new = replace(
-            lease, state=B.BACKUP if theirs else B.FREE, starts=wall, ends=None, tstp=None
+        new = stamp(
+            replace(lease, state=B.BACKUP if theirs else B.FREE, starts=wall, ends=None), wall
         )
         self.db.put(new)
         self.sync.changed(address)
@@ -205,7 +206,7 @@ class BindingExchange:
         _lts, chosen = lts_candidates(self.db, self.hba)
         actions: list[Action] = []
         for lease in chosen:
-            new = replace(lease, state=B.BACKUP, starts=wall)
+            new = stamp(replace(lease, state=B.BACKUP, starts=wall), wall)
             self.db.put(new)
             self.sync.changed(new.address)
             actions.append(PersistLease(new))

@@ -22,6 +22,7 @@ from carpsim.dhcp.failover import codec
 from carpsim.dhcp.failover.bindings import (
     BindingSync,
 )
+from carpsim.dhcp.failover.bindings import stamp
 from carpsim.dhcp.failover.codec import (
     BndAck,
     BndUpd,
@@ -202,8 +203,12 @@ class FailoverMachine(BindingExchange):
         """The server changed `lease` (already in the shared LeaseDB and persisted)."""
         self._offset = wall - now
         actions: list[Action] = []
-        if self.state is S.PARTNER_DOWN and lease.state in (B.EXPIRED, B.RELEASED):
-            actions += self._hold_until_safe(lease)
+        marked = stamp(lease, wall)
+        if marked != lease:
+            self.db.put(marked)
+            actions.append(PersistLease(marked))
+        if self.state is S.PARTNER_DOWN and marked.state in (B.EXPIRED, B.RELEASED):
+            actions += self._hold_until_safe(marked)
         self.sync.changed(lease.address)
         return actions + self._pump(now)
 

@@ -90,6 +90,9 @@ PEER_ROWS: dict[FailoverState, dict[FailoverState, FailoverState | str]] = {
         POT_CONFLICT: POT_CONFLICT, RES_INT: POT_CONFLICT, CONFLICT_DONE: POT_CONFLICT,
         NORMAL: POT_CONFLICT, SHUTDOWN: PARTNER_DOWN, PARTNER_DOWN: REQUEST_ALL,
         COMM_INT: REQUEST_ALL, RECOVER: REQUEST_ALL,
+        # Not in ISC's table: a peer that finished its own recovery while our request died
+        # with the link must still answer ours, or the pair waits forever.
+        RECOVER_DONE: REQUEST_ALL, RECOVER_WAIT: REQUEST_ALL,
     },
     RECOVER_WAIT: {},
     RECOVER_DONE: {NORMAL: NORMAL, RECOVER_DONE: NORMAL, SHUTDOWN: PARTNER_DOWN},
