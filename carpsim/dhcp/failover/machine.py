@@ -21,8 +21,8 @@ from ipaddress import IPv4Address
 from carpsim.dhcp.failover import codec
 from carpsim.dhcp.failover.bindings import (
     BindingSync,
+    stamp,
 )
-from carpsim.dhcp.failover.bindings import stamp
 from carpsim.dhcp.failover.codec import (
     BndAck,
     BndUpd,
