@@ -7,7 +7,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
-APT_PACKAGES := iproute2 nftables conntrack ucarp tshark keepalived tcpdump iputils-ping arping isc-dhcp-client python3-venv chromium
+APT_PACKAGES := iproute2 nftables conntrack ucarp tshark keepalived tcpdump iputils-ping arping isc-dhcp-client isc-dhcp-server python3-venv chromium
 STAMP_APT := $(VENV)/.apt-done
 STAMP_PIP := $(VENV)/.pip-done
 # Everything the tests, the lab report and the benchmarks use; a real host installs only `.`.
