@@ -31,6 +31,7 @@ NEEDS_CHADDR = frozenset({B.ACTIVE, B.EXPIRED, B.RELEASED})
 class Sent:
     address: IPv4Address
     lease: Lease
+    at: float = 0.0
 
 
 def lease_to_bndupd(lease: Lease, xid: int, time: int) -> BndUpd:
@@ -135,6 +136,9 @@ class BindingSync:
         """xid of the peer's UPDREQALL/UPDREQ to answer with UPDDONE once all is acked."""
         self.acked = 0
         self.rejected = 0
+        self.latency_last = 0.0
+        self.latency_max = 0.0
+        self.latency_sum = 0.0
         for lease in db:
             # A restart forgets the queue; a potential expiry (tstp) the peer never
             # acknowledged (tsfp) marks a binding it may not know: see `stamp`.
@@ -177,8 +181,15 @@ class BindingSync:
                 out.append(lease)
         return out
 
-    def sent(self, xid: int, lease: Lease) -> None:
-        self.inflight[xid] = Sent(lease.address, lease)
+    def sent(self, xid: int, lease: Lease, now: float = 0.0) -> None:
+        self.inflight[xid] = Sent(lease.address, lease, now)
+
+    def ack_latency(self, sent: Sent, now: float) -> None:
+        """BNDUPD -> BNDACK time (the peer's batching included), for status and metrics."""
+        took = max(0.0, now - sent.at)
+        self.latency_last = took
+        self.latency_max = max(self.latency_max, took)
+        self.latency_sum += took
 
     def ack_received(self, msg: BndAck) -> tuple[Lease | None, Sent | None]:
         """Match a BNDACK; returns the lease to persist (tsfp updated) and what it acked."""

@@ -114,7 +114,7 @@ class BindingExchange:
         msgs: list[Message] = []
         for lease in self.sync.next_updates(self.peer_max_unacked, None):
             xid = self._next_xid()
-            self.sync.sent(xid, lease)
+            self.sync.sent(xid, lease, now)
             msgs.append(lease_to_bndupd(lease, xid, wall))
         if self.sync.updone_owed is not None and self.sync.idle():
             msgs.append(UpdDone(xid=self.sync.updone_owed))
@@ -124,6 +124,8 @@ class BindingExchange:
     def _on_bndack(self, now: float, wall: int, msg: BndAck) -> list[Action]:
         updated, sent = self.sync.ack_received(msg)
         actions: list[Action] = []
+        if sent is not None:
+            self.sync.ack_latency(sent, now)
         if sent is None:
             actions.append(self._count("unmatched_bndack", str(msg.assigned_ip)))
         elif msg.reject_reason is not None:

@@ -124,6 +124,18 @@ class FailoverMachine(BindingExchange):
         self.messages_in: dict[str, int] = {}
         self.messages_out: dict[str, int] = {}
 
+    def share_db(self, db: LeaseDB) -> None:
+        """Use the DHCP server's `LeaseDB` (before `start`): both must see one database.
+
+        Every `PersistLease` this machine emits has already been written to it; the node
+        hands it to the lease file and to `DhcpServer.update_lease` (its indexes follow).
+        """
+        for lease in self.db:
+            if lease.address not in db:
+                db.put(lease)
+        self.db = db
+        self.sync = BindingSync(db)
+
     # ---------------------------------------------------------------- inputs
 
     def start(self, now: float, wall: int, saved: StateRecord | None = None) -> list[Action]:
@@ -266,6 +278,11 @@ class FailoverMachine(BindingExchange):
             "acks_pending": len(self.sync.acks),
             "bndupd_acked": self.sync.acked,
             "bndupd_rejected": self.sync.rejected,
+            "ack_latency_last": round(self.sync.latency_last, 6),
+            "ack_latency_max": round(self.sync.latency_max, 6),
+            "ack_latency_avg": round(
+                self.sync.latency_sum / max(1, self.sync.acked + self.sync.rejected), 6
+            ),
             "last_contact": self.last_contact_wall,
             "pool": {s.name.lower(): len(self.db.in_state(s)) for s in BindingState},
             "drops": dict(self.drops),
