@@ -212,3 +212,32 @@ def test_carpsim_pairs_with_isc_dhcpd(
         capture_output=True, text=True, check=True, timeout=60,
     )  # fmt: skip
     assert everything.stdout.strip() == "", everything.stdout
+
+
+def test_connection_from_another_address_is_refused(
+    pair_factory: list[Pair], tmp_path: Path
+) -> None:
+    p = Pair(tmp_path, "primary")  # we are the secondary, listening on .3:520
+    pair_factory.append(p)
+    netns.run(p.dhcpd_ns, ["ip", "addr", "add", "192.168.110.9/24", "dev", "eth0"])
+    p.start_ours()
+    wait_for(lambda: p.status() is not None, 10.0, 0.1, "our peer running")
+    probe = "\n".join([
+        "import socket",
+        "s = socket.socket()",
+        "s.bind(('192.168.110.9', 0))",
+        f"s.connect(('{p.our_ip}', 520))",
+        "s.settimeout(3)",
+        "try:",
+        "    print('closed' if s.recv(100) == b'' else 'data')",
+        "except ConnectionResetError:",
+        "    print('closed')",
+    ])  # fmt: skip
+    out = netns.run(p.dhcpd_ns, [sys.executable, "-c", probe]).stdout
+    assert out.strip() == "closed"
+    wait_for(lambda: (p.status() or {}).get("edge_drops", {}).get("foreign_peer") == 1, 5.0,
+             0.1, "foreign_peer counted")  # fmt: skip
+    st = p.status()
+    assert st is not None
+    assert st["link"] == "down"
+    assert st["my_state"] == "startup"
