@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 
@@ -77,6 +78,8 @@ class FailoverNode(SimNode):
         self.drops: Counter[str] = Counter()
         self.persisted = 0
         self.bytes_sent = 0
+        self.lease_hook: Callable[[Lease], None] | None = None
+        """Called for every `PersistLease` (a DHCP server's `update_lease`, say)."""
 
     def wall(self, now: float) -> int:
         return int(BASE_WALL + now + self.skew)
@@ -119,6 +122,8 @@ class FailoverNode(SimNode):
                 self.record = act.record
             elif isinstance(act, PersistLease):
                 self.persisted += 1
+                if self.lease_hook is not None:
+                    self.lease_hook(act.lease)
             elif isinstance(act, StateChanged):
                 self.trace.append(Transition(now, self.name, act.old, act.new, act.reason))
             elif isinstance(act, CountDrop):
@@ -182,7 +187,7 @@ class FailoverPair(Runner[FailoverNode]):
         return self.nodes["p"].state, self.nodes["s"].state
 
     def both(self, state: FailoverState) -> bool:
-        return all(n.alive and n.state is state for n in self.nodes.values())
+        return all(self.nodes[n].alive and self.nodes[n].state is state for n in ("p", "s"))
 
     def path(self, name: str) -> list[FailoverState]:
         return [t.new for t in self.trace if t.node == name]
