@@ -149,13 +149,7 @@ class FailoverLink:
     def _execute(self, actions: list[Action]) -> None:
         for act in actions:
             if isinstance(act, Send):
-                conn = self._active
-                if conn is not None and conn.transport is not None:
-                    if conn.transport.get_write_buffer_size() > WRITE_LIMIT:
-                        self.drops["write_overflow"] += 1
-                        conn.transport.abort()
-                    else:
-                        conn.transport.write(act.data)
+                self._write(act.data)
             elif isinstance(act, Connect):
                 if self._active is None and not self._connecting:
                     self._connecting = True
@@ -169,22 +163,29 @@ class FailoverLink:
                 self.persist_lease(act.lease)
             elif isinstance(act, PersistFailoverState):
                 self.persist_state(act.record)
-            elif isinstance(act, StateChanged):
-                self.transitions.append(act)
-                log.info(
-                    "failover peer %s: I move from %s to %s (%s)",
-                    self.machine.name,
-                    act.old.word,
-                    act.new.word,
-                    act.reason,
-                )
-            elif isinstance(act, PeerStateChanged):
-                old = act.old.word if act.old is not None else "unknown-state"
-                log.info(
-                    "failover peer %s: peer moves from %s to %s",
-                    self.machine.name,
-                    old,
-                    act.new.word,
-                )
-            elif isinstance(act, CountDrop):
-                self.drops[act.reason] += 1
+            else:
+                self._note(act)
+
+    def _write(self, data: bytes) -> None:
+        conn = self._active
+        if conn is None or conn.transport is None:
+            return
+        if conn.transport.get_write_buffer_size() > WRITE_LIMIT:
+            self.drops["write_overflow"] += 1
+            conn.transport.abort()
+        else:
+            conn.transport.write(data)
+
+    def _note(self, act: Action) -> None:
+        if isinstance(act, StateChanged):
+            self.transitions.append(act)
+            log.info(
+                "failover peer %s: I move from %s to %s (%s)",
+                self.machine.name, act.old.word, act.new.word, act.reason,
+            )  # fmt: skip
+        elif isinstance(act, PeerStateChanged):
+            old = act.old.word if act.old is not None else "unknown-state"
+            log.info("failover peer %s: peer moves from %s to %s",
+                     self.machine.name, old, act.new.word)  # fmt: skip
+        elif isinstance(act, CountDrop):
+            self.drops[act.reason] += 1

@@ -567,6 +567,14 @@ class FailoverMachine(BindingExchange):
         actions: list[Action] = [*self._persist(), StateChanged(old, new, reason)]
         if self._connected:
             actions.append(self._send(now, [self._state_msg()]))
+        actions += self._enter(now, new, wall)
+        if self._connected:
+            actions += self._pump(now)
+        return actions
+
+    def _enter(self, now: float, new: FailoverState, wall: int) -> list[Action]:
+        """The duties of entering a state (ISC `dhcp_failover_set_state` and friends)."""
+        actions: list[Action] = []
         if new is S.COMMUNICATIONS_INTERRUPTED and self.settings.auto_partner_down:
             self._timers["auto_partner_down"] = now + self.settings.auto_partner_down
         elif new is S.PARTNER_DOWN:
@@ -579,13 +587,9 @@ class FailoverMachine(BindingExchange):
             self._timers["recover_wait"] = now + max(0, self.stos + self.mclt - wall)
         elif new is S.POTENTIAL_CONFLICT and self.primary:
             actions += self._request(now, FoInput.PEER_CONFLICT_DONE)
-        elif new is S.RECOVER_DONE and self.peer_state in (S.NORMAL, S.RECOVER_DONE):
-            pass  # the caller moves on to NORMAL
         elif new is S.NORMAL and self.primary:
             actions += self._balance(now)
             self._timers["reclaim"] = now + RECLAIM_INTERVAL
-        if self._connected:
-            actions += self._pump(now)
         return actions
 
     def _persist(self) -> list[Action]:
