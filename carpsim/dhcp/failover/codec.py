@@ -331,24 +331,25 @@ class StreamFramer:
         out: list[Message] = []
         view = memoryview(data)
         pos = 0
-        while pos < len(view):
-            # Top up to a header, then to the whole message; never more than one message.
-            need = HEADER_SIZE if len(self._buf) < HEADER_SIZE else self._target()
-            take = min(need - len(self._buf), len(view) - pos)
-            self._buf += view[pos : pos + take]
-            pos += take
-            if len(self._buf) < HEADER_SIZE:
-                break
-            try:
+        try:
+            while pos < len(view):
+                # The length is checked as soon as its two bytes are in, then the buffer is
+                # topped up to exactly one message: never more than one is held.
+                need = 2 if len(self._buf) < 2 else self._target()
+                take = min(need - len(self._buf), len(view) - pos)
+                self._buf += view[pos : pos + take]
+                pos += take
+                if len(self._buf) < 2:
+                    break
                 target = self._target()
                 if len(self._buf) < target:
                     continue
                 out.append(decode(bytes(self._buf)))
-            except DecodeError as exc:
-                self.error = exc
                 self._buf.clear()
-                return out, exc
+        except DecodeError as exc:
+            self.error = exc
             self._buf.clear()
+            return out, exc
         return out, None
 
     def _target(self) -> int:
