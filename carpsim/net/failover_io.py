@@ -189,3 +189,5 @@ class FailoverLink:
                      self.machine.name, old, act.new.word)  # fmt: skip
         elif isinstance(act, CountDrop):
             self.drops[act.reason] += 1
+            if self.drops[act.reason] == 1:  # once per reason: a flood must not flood the log
+                log.warning("failover peer %s: %s (%s)", self.machine.name, act.reason, act.detail)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 import time
 from dataclasses import replace
@@ -30,6 +31,7 @@ CLIENT_MAC = bytes.fromhex("020000000909")
 
 
 async def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     ap = argparse.ArgumentParser()
     ap.add_argument("--role", choices=["primary", "secondary"], required=True)
     ap.add_argument("--local", required=True)

@@ -3,20 +3,26 @@
 Both roles: the pair reaches NORMAL, a client whose MAC hashes to the primary's buckets gets
 its lease from the primary and one hashing to the secondary's from the secondary (RFC 3074,
 split 128: 02:00:00:00:01:02 -> bucket 27, 02:00:00:00:01:01 -> bucket 141), router = the
-VIP, and each side's binding reaches the other's database by BNDUPD.
+VIP, and each side's binding reaches the other's database by BNDUPD. Then dhcpd is killed:
+carpsim goes communications-interrupted, serves a new client from its own pool, goes
+partner-down after auto-partner-down; dhcpd restarts and both lease databases agree.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import subprocess
 import sys
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from carpsim.dhcp import leasefile
+from carpsim.dhcp.lease import BindingState
 from carpsim.net import netns
 from interop.conftest import Lan, need_tool, wait_for
 from interop.test_dhcp_failover_isc import (
@@ -28,7 +34,7 @@ from interop.test_dhcp_failover_isc import (
     dhcpd_conf,
 )
 
-pytestmark = [pytest.mark.interop, pytest.mark.netns, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.interop, pytest.mark.netns, pytest.mark.timeout(180)]
 
 MACS = {"primary": "02:00:00:00:01:02", "secondary": "02:00:00:00:01:01"}
 HOOK = """#!/bin/sh
@@ -40,6 +46,42 @@ case "$reason" in
 esac
 exit 0
 """
+
+
+LONER = "02:00:00:00:01:05"
+"""Bucket 97: the primary's in NORMAL; served by whoever is left alone."""
+
+
+def start_client(lan: Lan, t: Path, host: str, mac: str) -> None:
+    lan.plug(host, "eth0", None)
+    ns = lan.host(host)
+    lan.sh(ns, "ip", "link", "set", "eth0", "down")
+    lan.sh(ns, "ip", "link", "set", "eth0", "address", mac)
+    lan.sh(ns, "ip", "link", "set", "eth0", "up")
+    hook = t / f"hook-{host}.sh"
+    hook.write_text(HOOK.replace("HOOK_LOG", str(t / f"hook-{host}.log")))
+    hook.chmod(0o755)
+    argv = ["dhclient", "-d", "-1", "-v", "-sf", str(hook)]
+    argv += ["-lf", str(t / f"{host}.leases"), "-pf", str(t / f"{host}.pid"), "eth0"]
+    lan.procs.append(
+        subprocess.Popen(
+            ["ip", "netns", "exec", ns, *argv],
+            stdout=open(t / f"{host}.log", "ab"),  # noqa: SIM115 - closed at teardown
+            stderr=subprocess.STDOUT,
+        )
+    )
+
+
+def bound_fields(t: Path, host: str) -> dict[str, str]:
+    log = t / f"hook-{host}.log"
+
+    def got() -> str | None:
+        lines = log.read_text().splitlines() if log.exists() else []
+        done = [x for x in lines if x.startswith("reason=BOUND")]
+        return done[-1] if done else None
+
+    line = wait_for(got, 40.0, 0.2, f"{host} bound")
+    return dict(kv.split("=", 1) for kv in str(line).split() if "=" in kv)
 
 
 def last_json(path: Path) -> dict[str, Any] | None:
@@ -67,11 +109,13 @@ def test_clients_get_leases_from_both_sides_per_the_hash(tmp_path: Path, dhcpd_r
         argv = [sys.executable, str(PEER), "--role", our_role, "--local", ip[our_role]]
         argv += ["--peer", ip[dhcpd_role], "--first", FIRST, "--last", LAST]
         argv += ["--serve", "eth0", "--lease-dir", str(tmp_path / "db")]
+        argv += ["--auto-partner-down", "5"]
         lan.popen("cs", argv, "ours.log")
         t = tmp_path
         argv = ["dhcpd", "-4", "-d", "-f", "-cf", str(t / "dhcpd.conf")]
         argv += ["-lf", str(t / "dhcpd.leases"), "-pf", str(t / "dhcpd.pid"), "eth0"]
-        lan.popen("isc", argv, "dhcpd.log")
+        dhcpd_argv = argv
+        dhcpd = lan.popen("isc", dhcpd_argv, "dhcpd.log")
 
         def normal() -> bool:
             st = last_json(t / "ours.log")
@@ -81,35 +125,10 @@ def test_clients_get_leases_from_both_sides_per_the_hash(tmp_path: Path, dhcpd_r
 
         wait_for(normal, 30.0, 0.2, "both servers normal")
         for side, mac in MACS.items():
-            host = f"cl{side[0]}"
-            lan.plug(host, "eth0", None)
-            ns = lan.host(host)
-            lan.sh(ns, "ip", "link", "set", "eth0", "down")
-            lan.sh(ns, "ip", "link", "set", "eth0", "address", mac)
-            lan.sh(ns, "ip", "link", "set", "eth0", "up")
-            hook = t / f"hook-{host}.sh"
-            hook.write_text(HOOK.replace("HOOK_LOG", str(t / f"hook-{host}.log")))
-            hook.chmod(0o755)
-            argv = ["dhclient", "-d", "-1", "-v", "-sf", str(hook)]
-            argv += ["-lf", str(t / f"{host}.leases"), "-pf", str(t / f"{host}.pid"), "eth0"]
-            lan.procs.append(
-                subprocess.Popen(
-                    ["ip", "netns", "exec", ns, *argv],
-                    stdout=open(t / f"{host}.log", "ab"),  # noqa: SIM115 - closed at teardown
-                    stderr=subprocess.STDOUT,
-                )
-            )
+            start_client(lan, t, f"cl{side[0]}", mac)
         bound: dict[str, dict[str, str]] = {}
         for side in MACS:
-            log = t / f"hook-cl{side[0]}.log"
-
-            def got(log: Path = log) -> str | None:
-                lines = log.read_text().splitlines() if log.exists() else []
-                done = [x for x in lines if x.startswith("reason=BOUND")]
-                return done[-1] if done else None
-
-            line = wait_for(got, 40.0, 0.2, f"{side} client bound")
-            bound[side] = dict(kv.split("=", 1) for kv in str(line).split() if "=" in kv)
+            bound[side] = bound_fields(t, f"cl{side[0]}")
         for side, fields in bound.items():
             assert fields["server"] == ip[side], (side, fields)  # the hash owner answered
             assert fields["routers"] == "192.168.110.254"
@@ -130,5 +149,38 @@ def test_clients_get_leases_from_both_sides_per_the_hash(tmp_path: Path, dhcpd_r
         assert st is not None
         assert st["bndupd_acked"] >= 1
         assert "foreign_peer" not in st["edge_drops"]
+        # dhcpd dies: carpsim serves a new client alone, from its own pool, then partner-down.
+        dhcpd.send_signal(signal.SIGKILL)
+        dhcpd.wait(timeout=5)
+
+        def alone_now() -> bool:
+            return (last_json(t / "ours.log") or {}).get("my_state") == "communications-interrupted"
+
+        wait_for(alone_now, 15.0, 0.1, "communications-interrupted")
+        start_client(lan, t, "cl3", LONER)
+        alone = bound_fields(t, "cl3")
+        assert alone["server"] == ip[our_role]
+        assert alone["lease"] == "30"
+        # dhcpd's own file says whose pool that address was in: ours.
+        own = BindingState.BACKUP if our_role == "secondary" else BindingState.FREE
+        theirs = leasefile.parse((t / "dhcpd.leases").read_text()).leases
+        assert theirs[IPv4Address(alone["ip"])].state is own
+        wait_for(lambda: (last_json(t / "ours.log") or {}).get("my_state") == "partner-down",
+                 15.0, 0.1, "partner-down")  # fmt: skip
+        # dhcpd restarts from its lease file: back to normal, and the databases agree.
+        lan.popen("isc", dhcpd_argv, "dhcpd.log")  # a new log: the first one is truncated
+        wait_for(normal, 60.0, 0.2, "normal after restart")
+
+        def agree() -> bool:
+            theirs = {
+                (str(x.address), x.hw_address.hex())
+                for x in leasefile.parse((t / "dhcpd.leases").read_text()).leases.values()
+                if x.state is BindingState.ACTIVE
+            }
+            st = last_json(t / "ours.log") or {}
+            ours = {(x["ip"], x["mac"]) for x in st.get("leases", [])}
+            return theirs == ours and len(ours) >= 3
+
+        wait_for(agree, 15.0, 0.2, "both lease databases hold the same active bindings")
     finally:
         lan.close()
