@@ -145,6 +145,25 @@ def _to_potential_conflict(pair: FailoverPair, clients: Clients) -> None:
     heal_with_both_in_partner_down(pair, clients)
 
 
+def _to_resolution_interrupted(pair: FailoverPair, clients: Clients) -> None:
+    _to_potential_conflict(pair, clients)
+    ok = pair.run_until_quiet(
+        lambda: pair.states() == (S.POTENTIAL_CONFLICT, S.POTENTIAL_CONFLICT), pair.now + 60.0
+    )
+    assert ok, pair.states()
+    pair.partition(["p"], ["s"])  # again, in the middle of the resolution
+    clients.reach = {"s"}
+
+
+def _to_recover_wait(pair: FailoverPair, clients: Clients) -> None:
+    pair.crash("s")
+    _reach(pair, "p", S.PARTNER_DOWN)
+    s = pair.nodes["s"]
+    s.db = type(s.db)()  # a new disk
+    s.record = None
+    pair.start("s")
+
+
 SETUPS = {
     S.STARTUP: None,
     S.RECOVER: None,
@@ -154,13 +173,18 @@ SETUPS = {
     S.PARTNER_DOWN: lambda pair, clients: pair.partition(["p"], ["s"]),
     S.POTENTIAL_CONFLICT: _to_potential_conflict,
     S.CONFLICT_DONE: _to_potential_conflict,
+    S.RESOLUTION_INTERRUPTED: _to_resolution_interrupted,
+    S.RECOVER_WAIT: _to_recover_wait,
 }
 
 
 # The secondary passes through RECOVER-DONE and the primary through nothing but CONFLICT-DONE
 # within a single input (the peer is already there), so those have no instant to crash in.
+# Only a secondary that lost its database waits in RECOVER-WAIT here. SHUTDOWN and PAUSED are
+# never entered by the pair on its own (only an illegal peer state or an operator leads there).
 RESTARTS = [(st, v) for st in SETUPS for v in ("p", "s")
-            if not (v == "s" and st in (S.RECOVER_DONE, S.CONFLICT_DONE))]  # fmt: skip
+            if not (v == "s" and st in (S.RECOVER_DONE, S.CONFLICT_DONE))
+            and not (v == "p" and st is S.RECOVER_WAIT)]  # fmt: skip
 
 
 @pytest.mark.parametrize(("state", "victim"), RESTARTS, ids=lambda x: getattr(x, "word", x))
