@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from carpsim.cli.describe import describe_frame, describe_vrrp
+from carpsim.dhcp.failover.stream import FailoverStreams
 from carpsim.errors import ConfigError, DecodeError
 from carpsim.protocol.codec import (
     CarpAuth,
@@ -36,6 +37,8 @@ from carpsim.wire.pcap import (
     network_payload,
     read_frames,
 )
+
+IPPROTO_TCP = 6
 
 
 @dataclass
@@ -153,12 +156,16 @@ def decode_capture(
             if garp is not None and IPv4Address(garp) not in ctx.inferred_vips:
                 ctx.inferred_vips.append(IPv4Address(garp))
     records: list[dict[str, Any]] = []
+    failover = FailoverStreams()  # TCP: DHCP failover, reassembled per connection
     for time, payload in l3:
         if not payload or payload[0] != ETHERTYPE_IPV4:
             continue
         try:
             proto = ip_protocol(payload[1])
         except DecodeError:
+            continue
+        if proto == IPPROTO_TCP:
+            records.extend(failover.packet(time, payload[1]))
             continue
         decoder = DECODERS.get(proto)
         if decoder is not None:
@@ -179,6 +186,14 @@ def _pfsync_summary(record: dict[str, Any]) -> str:
     return f"pfsync v{record['version']} {record['length']} bytes: " + ", ".join(parts)
 
 
+def _fo_summary(record: dict[str, Any]) -> str:
+    if "error" in record:
+        return f"invalid failover stream: {record['error']} {record.get('detail', '')}"
+    keys = ("server_state", "assigned_ip", "binding_status", "reject_reason")
+    extra = " ".join(f"{k}={record[k]}" for k in keys if k in record)
+    return f"{record['type']} xid {record['xid']:#x} {extra}".rstrip()
+
+
 def render_table(records: list[dict[str, Any]]) -> str:
     header = (
         f"{'TIME':<17} {'TYPE':<5} {'SRC':<15} {'DST':<15} {'TTL':>3} {'VHID':>4} "
@@ -187,6 +202,11 @@ def render_table(records: list[dict[str, Any]]) -> str:
     )
     lines = [header]
     for r in records:
+        if r.get("kind") == "dhcp-failover":
+            lines.append(
+                f"{r['time']:<17.6f} {'dhcpfo':<6}{r['src']} > {r['dst']} " + _fo_summary(r)
+            )
+            continue
         kind = r["type"]
         if kind == "carp":
             lines.append(
