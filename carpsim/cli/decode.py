@@ -133,6 +133,14 @@ DECODERS: dict[int, Decoder] = {IPPROTO_CARP: decode_proto_112, IPPROTO_PFSYNC: 
 """IP protocol number -> decoder."""
 
 
+def _infer_vips(ctx: DecodeContext, l3: Sequence[tuple[float, tuple[int, bytes] | None]]) -> None:
+    for _, payload in l3:
+        if payload and payload[0] == ETHERTYPE_ARP:
+            garp = gratuitous_arp_ip(payload[1])
+            if garp is not None and IPv4Address(garp) not in ctx.inferred_vips:
+                ctx.inferred_vips.append(IPv4Address(garp))
+
+
 def decode_capture(
     path: Path, *, password: bytes | None = None, vips: Sequence[str] = ()
 ) -> list[dict[str, Any]]:
@@ -150,11 +158,7 @@ def decode_capture(
     frames = list(read_frames(blob))
     l3 = [(f.time, network_payload(f)) for f in frames]
     ctx = DecodeContext(password, parsed_vips)
-    for _, payload in l3:
-        if payload and payload[0] == ETHERTYPE_ARP:
-            garp = gratuitous_arp_ip(payload[1])
-            if garp is not None and IPv4Address(garp) not in ctx.inferred_vips:
-                ctx.inferred_vips.append(IPv4Address(garp))
+    _infer_vips(ctx, l3)
     records: list[dict[str, Any]] = []
     failover = FailoverStreams()  # TCP: DHCP failover, reassembled per connection
     for time, payload in l3:
