@@ -53,13 +53,14 @@ def test_prober_sees_a_300ms_link_cut_as_one_gap(pair: tuple[str, str]) -> None:
     left, right = pair
     with IcmpProber(left, "10.99.0.2", interval=0.01) as prober:
         wait_for(lambda: replies_after(prober, 0.0) >= 50, 10.0, what="50 replies before the cut")
-        cut = time.time()
         netns.run(right, ["ip", "link", "set", "v0", "down"])
+        down = time.time()
         time.sleep(0.3)  # the stimulus itself: the link stays down this long
         # Taken before the command: the link comes up while `ip` runs, so a reply can be
         # stamped by the kernel before the command has even returned.
         restoring = time.time()
         netns.run(right, ["ip", "link", "set", "v0", "up"])
+        restored = time.time()
         wait_for(
             lambda: replies_after(prober, restoring) >= 50, 10.0, what="50 replies after the cut"
         )
@@ -68,10 +69,13 @@ def test_prober_sees_a_300ms_link_cut_as_one_gap(pair: tuple[str, str]) -> None:
     assert len(records) > 100
     gap = longest_gap(records)
     assert gap is not None
-    # The gap contains the cut and lasts at least as long as the link was down.
-    assert gap.start <= cut + 0.02
-    assert gap.end >= restoring
-    assert 0.28 <= gap.duration < 1.0
+    # The gap is the cut: it starts while `ip link set down` runs and ends once the link is
+    # back. Bounds are taken around the commands, not from a fixed budget (spawning `ip` on a
+    # loaded box can take longer than the cut), and the end allows the kernel's linkwatch,
+    # which applies a peer's carrier-up up to one second late (seen: a 1.08 s gap, 4 lost).
+    assert gap.start <= down + 0.02
+    assert restoring <= gap.end <= restored + 1.25
+    assert gap.duration >= (restoring - down) - 0.02  # at least as long as the link was down
     assert gap.lost >= 20
     # Outside the cut the 10 ms cadence holds: only one gap is longer than 150 ms.
     assert len(reply_gaps(records, min_gap=0.15)) == 1
