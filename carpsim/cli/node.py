@@ -1,13 +1,19 @@
 """``carpsim node --config node.toml``: every VHID of a node in one process.
 
-The file format is in docs/node-config.md and `carpsim.runtime.nodeconfig`.
+The file is read through `carpsim.config` (docs/config.md; every original node config file of
+docs/node-config.md loads too): the node applies its firewall rules, NAT, routes and, with
+``[hasync]``, serves and pushes the XML-RPC config sync.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+from pathlib import Path
 
-from carpsim.runtime import daemon, nodeconfig
+from carpsim.runtime import daemon, node_config
+from carpsim.runtime.driver import loop_factory
+from carpsim.runtime.node import Node
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,8 +25,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    cfg = nodeconfig.load(args.config)
+    cfg, document = node_config.load(args.config)
     if args.check:
-        print(f"{args.config}: ok ({len(cfg.vhids)} vhid(s))")
+        rules = len(document.filter.rules)
+        print(f"{args.config}: ok ({len(cfg.vhids)} vhid(s), {rules} filter rule(s))")
         return 0
-    return daemon.run(cfg, verbose=args.verbose)
+    daemon.setup_logging(cfg.name, args.verbose)
+
+    async def run() -> int:
+        node = Node(cfg, document=document, document_path=Path(args.config).resolve())
+        node.prepare()
+        return await daemon.serve(node)
+
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(run())

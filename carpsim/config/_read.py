@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
+from carpsim.config.limits import not_a_host
 from carpsim.config.model import ANY, Endpoint
 from carpsim.errors import ConfigError
 
@@ -110,19 +111,6 @@ def ipv4(text: object, where: str) -> IPv4Address:
         return IPv4Address(str(text))
     except ValueError as exc:
         raise ConfigError(where, f"not an IPv4 address: {text!r}") from exc
-
-
-def not_a_host(addr: IPv4Address) -> str | None:
-    """Why `addr` cannot be an interface address, a VIP or a peer (None: it can)."""
-    if addr.is_unspecified:
-        return "is the unspecified address"
-    if addr.is_multicast:
-        return "is a multicast address"
-    if addr == IPv4Address("255.255.255.255"):
-        return "is the broadcast address"
-    if addr.is_loopback:
-        return "is a loopback address"
-    return None
 
 
 def host(text: object, where: str) -> IPv4Address:

@@ -158,6 +158,7 @@ def to_data(config: Config) -> dict[str, Any]:
                 "address": str(i.address),
                 "descr": i.descr,
                 "gateway": None if i.gateway is None else str(i.gateway),
+                "carp_peers": [str(p) for p in i.carp_peers] or None,
             }
         )
         for i in c.interfaces

@@ -106,6 +106,10 @@ def node_data(
         iface: dict[str, Any] = {"address": f"{addr}/{t.segments[seg].subnet.prefixlen}"}
         if node.gateway is not None and node.gateway in t.segments[seg].subnet:
             iface["gateway"] = str(node.gateway)
+        if any(v.segment == seg for v in t.vips):
+            iface["carp_peers"] = [
+                str(n.addresses[seg]) for n in t.nodes if n.name != node.name and seg in n.addresses
+            ]
         data["interfaces"][seg] = iface
     for vip in t.vips:
         if vip.segment in node.addresses:

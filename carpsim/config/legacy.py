@@ -14,6 +14,7 @@ import zlib
 from ipaddress import IPv4Address, IPv4Interface, ip_address
 
 from carpsim.config._read import Table, host, ifname, ipv4_interface
+from carpsim.config.limits import out_of_range
 from carpsim.config.model import (
     DEFAULT_CONTROL,
     CarpDefaults,
@@ -195,6 +196,10 @@ def _tuning(t: Table) -> list[tuple[str, float | int | bool]]:
             tuning.append((key, t.integer(key, lo=-(2**31))))
     if "reliable" in t.data:
         tuning.append(("reliable", t.flag("reliable")))
+    for key, value in tuning:
+        problem = out_of_range(key, value)
+        if problem:
+            raise ConfigError(f"statesync.{key}", problem)
     return tuning
 
 

@@ -20,6 +20,7 @@ from carpsim.config._read import (
     IF_NAME,
     Table,
     endpoint,
+    host,
     ifname,
     ipv4,
     ipv4_interface,
@@ -157,13 +158,21 @@ def _interfaces(t: Table) -> list[Interface]:
         if name.endswith("ip"):
             # pfSense spells "<if> address" as "<if>ip": "voip" would read as "vo address"
             raise ConfigError(it.where, "an interface name must not end in 'ip'")
-        it.only({"device", "address", "descr", "gateway"})
+        it.only({"device", "address", "descr", "gateway", "carp_peers"})
         device = ifname(it.text("device", name), it.at("device"))
         address = ipv4_interface(it.text("address", required=True), it.at("address"))
         gateway = it.ipv4("gateway")
         if gateway is not None and gateway not in address.network:
             raise ConfigError(it.at("gateway"), f"{gateway} is not on {address.network}")
-        out.append(Interface(name, device, address, it.descr(), gateway))
+        peers = tuple(
+            host(p, f"{it.at('carp_peers')}[{n}]") for n, p in enumerate(it.strings("carp_peers"))
+        )
+        for n, peer in enumerate(peers):
+            if peer not in address.network:
+                raise ConfigError(
+                    f"{it.at('carp_peers')}[{n}]", f"{peer} is not on {address.network}"
+                )
+        out.append(Interface(name, device, address, it.descr(), gateway, peers))
     return out
 
 

@@ -101,6 +101,9 @@ class Interface:
     descr: str = ""
     gateway: IPv4Address | None = None
     """The upstream gateway on this interface (pfSense: a WAN-type interface)."""
+    carp_peers: tuple[IPv4Address, ...] = ()
+    """The other cluster nodes' addresses here: when set, CARP (112) is accepted on this
+    interface only from them and this node, and dropped (counted) from anyone else."""
 
     @property
     def network(self) -> IPv4Network:

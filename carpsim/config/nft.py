@@ -109,8 +109,20 @@ class Renderer:
             'iifname "lo" accept',
             "ct state established,related accept",
             "ct state invalid drop",
-            f'ip protocol {CARP_PROTO} accept comment "CARP adverts (implicit)"',
         ]
+        for iface in self.config.interfaces:
+            if not iface.carp_peers:
+                continue
+            # issue 14: a client seat must not be able to flood (or forge) adverts
+            names = _set(self.ifnames(iface.name), quote=True)
+            cluster = _set([str(iface.address.ip), *(str(p) for p in iface.carp_peers)])
+            out += [
+                f"iifname {names} ip protocol {CARP_PROTO} ip saddr {cluster} accept"
+                f' comment "CARP from the cluster on {iface.name} (implicit)"',
+                f"iifname {names} ip protocol {CARP_PROTO} counter drop"
+                f' comment "CARP from outside the cluster on {iface.name} (implicit)"',
+            ]
+        out.append(f'ip protocol {CARP_PROTO} accept comment "CARP adverts (implicit)"')
         sync = self.config.statesync
         if sync is not None and sync.enabled:
             out.append(

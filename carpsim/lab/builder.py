@@ -17,7 +17,6 @@ from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 
 from carpsim.errors import EnvironmentProblem
-from carpsim.lab import firewall
 from carpsim.lab.state import LabPaths
 from carpsim.lab.topology import Host, Topology
 from carpsim.net import netns
@@ -104,7 +103,7 @@ def _build_host(topology: Topology, paths: LabPaths, host: Host) -> None:
             bridge = sw.link_lookup(ifname=seg)[0]
             sw.link("set", index=idx, master=bridge, state="up")
     if host.is_node:
-        firewall.load(ns, firewall.ruleset(topology, host))
+        # no ruleset: the node's daemon renders and loads its own from its config
         set_sysctls(ns, node_sysctls())
     elif host.forwarding:
         set_sysctls(ns, {"net.ipv4.ip_forward": 1})

@@ -1,4 +1,8 @@
-"""The nftables ruleset of a lab firewall node: pf-like filter plus outbound NAT to the WAN VIP.
+"""The reference ruleset of a lab firewall node: pf-like filter plus outbound NAT to the WAN VIP.
+
+The lab no longer loads this: each node renders its own ruleset from the config the lab writes
+(`carpsim.config.fromlab`, docs/config.md). This text stays as the reference the rendered
+configs are checked against (tests/unit/test_config_nft.py): same NAT, same filter decisions.
 
 Why it looks like this (statesync-spec §3.5, §4.3 item 6): failover tests only mean something
 if the backup cannot silently "pick up" a flow it has no state for. So the forward chain accepts
@@ -15,11 +19,7 @@ WAN parent as output interface, where the default route points.
 
 from __future__ import annotations
 
-import subprocess
-
-from carpsim.errors import EnvironmentProblem
 from carpsim.lab.topology import Host, Topology
-from carpsim.net import netns
 from carpsim.protocol.constants import IPPROTO_CARP
 
 TABLE = "carpsim"
@@ -88,20 +88,3 @@ def ruleset(topology: Topology, node: Host) -> str:
         )
     lines += ["  }", "}", ""]
     return "\n".join(lines)
-
-
-def load(namespace: str, text: str) -> None:
-    """Load a ruleset atomically inside a namespace (``nft -f -``)."""
-    try:
-        proc = subprocess.run(
-            netns.exec_argv(namespace, ["nft", "-f", "-"]),
-            input=text,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=30,
-        )
-    except FileNotFoundError as exc:
-        raise EnvironmentProblem("nft not found: apt-get install nftables") from exc
-    if proc.returncode != 0:
-        raise EnvironmentProblem(f"nft rejected the ruleset in {namespace}: {proc.stderr.strip()}")

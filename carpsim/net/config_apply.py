@@ -40,10 +40,17 @@ class KernelApplier:
         if check and proc.returncode != 0:
             raise EnvironmentProblem(f"{' '.join(argv[:3])} failed: {proc.stderr.strip()}")
 
+    def run_nft(self, text: str) -> None:
+        """Load one ruleset document (atomic: nft -f replaces all of it or nothing)."""
+        self._run(["nft", "-f", "-"], text)
+
+    def run_ip(self, args: list[str]) -> None:
+        self._run(["ip", *args])
+
     def __call__(self, plan: ApplyPlan) -> None:
         if plan.nftables is not None:
             text = plan.nftables if self.devices is None else render(plan.new, self.devices())
-            self._run(["nft", "-f", "-"], text)
+            self.run_nft(text)
         if plan.tcp_loose is not None:
             set_sysctl("nf_conntrack_tcp_loose", int(plan.tcp_loose), self.namespace)
         for r in plan.routes_remove:

@@ -116,31 +116,43 @@ class ConfigStore:
     def current(self) -> Config:
         return self._config
 
-    def replace(self, new: Config, applier: Applier, reason: str) -> apply.ApplyPlan:
-        """Validate all, write, apply, swap; raises `SyncError` with everything unchanged."""
-        with self._lock:
-            old = self._config
-            try:
-                plan = apply.plan(old, new)
-            except ConfigError as exc:
-                raise SyncError(FAULT_REFUSED, f"{exc.field}: {exc.message}") from exc
-            if plan.empty:
-                return plan
-            tmp = atomic_write(self.path, dump.dumps(new, header=reason).encode())
-            try:
-                applier(plan)
-            except Exception as exc:
-                tmp.unlink(missing_ok=True)
-                self._rollback(old, new, applier)
-                raise SyncError(FAULT_APPLY, f"apply failed: {exc}") from exc
-            try:
-                commit(tmp, self.path)
-            except OSError as exc:
-                tmp.unlink(missing_ok=True)
-                self._rollback(old, new, applier)
-                raise SyncError(FAULT_APPLY, f"cannot write {self.path}: {exc}") from exc
-            self._config = new
+    def replace(
+        self, new: Config, applier: Applier, reason: str, *, wait: bool = True
+    ) -> apply.ApplyPlan:
+        """Validate all, write, apply, swap; raises `SyncError` with everything unchanged.
+
+        wait=False: refuse (busy) instead of waiting while another change is being applied
+        (the node's loop must not wait for a sync that itself waits for the loop)."""
+        if not self._lock.acquire(blocking=wait):
+            raise SyncError(FAULT_APPLY, "another configuration change is being applied; retry")
+        try:
+            return self._replace(new, applier, reason)
+        finally:
+            self._lock.release()
+
+    def _replace(self, new: Config, applier: Applier, reason: str) -> apply.ApplyPlan:
+        old = self._config
+        try:
+            plan = apply.plan(old, new)
+        except ConfigError as exc:
+            raise SyncError(FAULT_REFUSED, f"{exc.field}: {exc.message}") from exc
+        if plan.empty:
             return plan
+        tmp = atomic_write(self.path, dump.dumps(new, header=reason).encode())
+        try:
+            applier(plan)
+        except Exception as exc:
+            tmp.unlink(missing_ok=True)
+            self._rollback(old, new, applier)
+            raise SyncError(FAULT_APPLY, f"apply failed: {exc}") from exc
+        try:
+            commit(tmp, self.path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            self._rollback(old, new, applier)
+            raise SyncError(FAULT_APPLY, f"cannot write {self.path}: {exc}") from exc
+        self._config = new
+        return plan
 
     @staticmethod
     def _rollback(old: Config, new: Config, applier: Applier) -> None:

@@ -33,10 +33,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Interface
+from pathlib import Path
 from typing import Any, Protocol
 
 from pyroute2.netlink.exceptions import NetlinkError
 
+from carpsim.config.model import Config
 from carpsim.errors import ConfigError
 from carpsim.net import sysctl
 from carpsim.net.carp_io import CarpSocket, PacketHandler
@@ -62,6 +64,7 @@ from carpsim.runtime.driver import Driver
 from carpsim.runtime.events_log import EventsLog
 from carpsim.runtime.hooks import HookRunner
 from carpsim.runtime.metrics import STATE_VALUE, CarpMetrics
+from carpsim.runtime.node_config import ConfigRuntime
 from carpsim.runtime.nodeconfig import NodeConfig, VhidSpec
 from carpsim.runtime.statesync_service import StateSyncService
 
@@ -113,7 +116,11 @@ class Node:
         rng: random.Random | None = None,
         links: Links | None = None,
         socket_factory: SocketFactory = CarpSocket,
+        document: Config | None = None,
+        document_path: Path | None = None,
     ) -> None:
+        """`document`: the sectioned config this node runs from (its rules, NAT, sync), with
+        the file edits and received syncs are written to (runtime/node_config.py)."""
         self.config = config
         self._rng = rng if rng is not None else random.Random()  # noqa: S311 - not crypto
         self.links = links if links is not None else Links()
@@ -144,6 +151,9 @@ class Node:
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stop_requested = asyncio.Event()
+        self.config_view: ConfigRuntime | None = None
+        if document is not None:
+            self.config_view = ConfigRuntime(self, document, document_path)
         self.statesync: StateSyncService | None = None
         if config.sync is not None:
             self.statesync = StateSyncService(config.sync, self._statesync_ready, rng=self._rng)
@@ -197,6 +207,8 @@ class Node:
         if cfg.events_json:
             self._events = EventsLog(cfg.events_json, cfg.name)
         self._provision()
+        if self.config_view is not None:
+            self.config_view.apply_initial()  # the ruleset is in before the first advert
         self.open_sockets()
         self.start_machines(loop)
         for sock in self._sockets.values():
@@ -212,6 +224,8 @@ class Node:
 
             self.control.add_section("statesync", self.statesync.status)
             statesync_metrics.register(self.metrics.registry, self.statesync)
+        if self.config_view is not None:
+            self.config_view.start(loop)
         await self.control.start()
         if cfg.web is not None:
             from carpsim.web import node_app  # noqa: PLC0415 - aiohttp only when pages are on
@@ -281,6 +295,8 @@ class Node:
         # loop for up to its join timeout while a large dump finishes.
         if self.statesync is not None:
             self.statesync.stop()
+        if self.config_view is not None:
+            self.config_view.stop()
         for rt in self.vhids.values():
             try:
                 for vip in rt.spec.carp.vips:

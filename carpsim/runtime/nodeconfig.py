@@ -51,6 +51,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv6Address, ip_address
 from pathlib import Path
 from typing import Any
 
+from carpsim.config.limits import SYNC_RANGES, not_a_host, out_of_range
 from carpsim.errors import ConfigError
 from carpsim.protocol.config import CarpConfig, parse_vip
 from carpsim.protocol.constants import CARP_GROUP_V4, MasterDownFormula
@@ -109,25 +110,6 @@ _SYNC_FLOATS = (
     "ack_delay", "resend_timeout",
 )  # fmt: skip
 _SYNC_INTS = ("bulk_frames_per_tick", "bulk_max_tries", "mtu", "creatorid", "sweep_per_interval")
-SYNC_RANGES: dict[str, tuple[float, float]] = {
-    # Seconds. The floors keep every timer from spinning the loop that also sends CARP
-    # adverts; the ceilings keep a typo from silently disabling the mechanism.
-    "flush_interval": (0.001, 60.0),
-    "bulk_tick": (0.001, 1.0),
-    "bulk_retry_interval": (0.1, 60.0),
-    "bulk_timeout": (0.1, 600.0),
-    "refresh_interval": (0.01, 3600.0),
-    "ack_delay": (0.001, 10.0),
-    "resend_timeout": (0.01, 60.0),
-    # Counts. The MTU ceiling is the largest jumbo frame a NIC takes: a frame must fit one
-    # IPv4 datagram and the socket buffers sized for it.
-    "mtu": (576, 9216),
-    "bulk_frames_per_tick": (1, 10_000),
-    "bulk_max_tries": (1, 1000),
-    "sweep_per_interval": (0, 100_000),
-    "creatorid": (1, 0xFFFFFFFF),
-}
-"""Accepted range of every numeric [statesync] knob (docs/node-config.md lists them)."""
 _SYNC_KEYS = {"interface", "peer", "enabled", "group", "demote", "reliable", *_SYNC_FLOATS,
               *_SYNC_INTS}  # fmt: skip
 
@@ -174,9 +156,10 @@ def parse_statesync(table: Mapping[str, Any], node_name: str) -> StateSyncConfig
     for key in _SYNC_INTS:
         if key in table:
             kwargs[key] = _typed(table, key, int, where, None)
-    for key, (low, high) in SYNC_RANGES.items():
-        if key in kwargs and key in table and not low <= kwargs[key] <= high:
-            raise ConfigError(f"statesync.{key}", f"must be {low:g}..{high:g}, got {table[key]!r}")
+    for key in SYNC_RANGES:
+        problem = out_of_range(key, kwargs[key]) if key in kwargs and key in table else None
+        if problem:
+            raise ConfigError(f"statesync.{key}", problem)
     if "reliable" in table:
         kwargs["reliable"] = _typed(table, "reliable", bool, where, True)
     try:
@@ -242,22 +225,6 @@ def _ipv4(value: Any, where: str) -> IPv4Address:
         raise ConfigError(where, f"not an IPv4 address: {value!r}") from exc
 
 
-_BROADCAST = IPv4Address("255.255.255.255")
-
-
-def _not_a_host(addr: IPv4Address | IPv6Address) -> str | None:
-    """Why `addr` cannot be a VIP, an advert source or a unicast peer (None: it can)."""
-    if addr.is_unspecified:
-        return "is the unspecified address"
-    if addr.is_multicast:
-        return "is a multicast address (224.0.0.18 is CARP's own group)"
-    if addr == _BROADCAST:
-        return "is the broadcast address"
-    if addr.is_loopback:
-        return "is a loopback address"
-    return None
-
-
 def build_vhid(
     *,
     vhid: int,
@@ -285,17 +252,17 @@ def build_vhid(
         if not isinstance(vip, IPv4Interface):
             raise ConfigError(f"{where}.vips", f"only IPv4 VIPs are supported: {vip}")
     for vip in parsed:
-        problem = _not_a_host(vip.ip) or (
+        problem = not_a_host(vip.ip) or (
             "is a whole-internet prefix" if vip.network.prefixlen == 0 else None
         )
         if problem:
             raise ConfigError(f"{where}.vips", f"{vip} {problem}")
     src = _ipv4(srcip, f"{where}.srcip")
-    problem = _not_a_host(src)
+    problem = not_a_host(src)
     if problem:
         raise ConfigError(f"{where}.srcip", f"{src} {problem}")
     peer_ip = _ipv4(peer, f"{where}.peer") if peer is not None else None
-    problem = _not_a_host(peer_ip) if peer_ip is not None else None
+    problem = not_a_host(peer_ip) if peer_ip is not None else None
     if problem:
         raise ConfigError(f"{where}.peer", f"{peer_ip} {problem} (must be a unicast address)")
     if not password:
