@@ -1,8 +1,6 @@
-"""``carpsim config``: the node config file offline (check, show a section, render, diff).
-
-Editing a running node (``--control``) and ``carpsim lab config NODE ...`` come with the node
-composition; these subcommands work on files and use the same model, so what they print is
-what the node will apply.
+"""``carpsim config``: the node config file offline (check, show a section, render, diff), and
+with ``--control PATH`` a running node's (show, add/delete rules, NAT, VIPs, aliases, DHCP
+settings, apply a fragment, Force Config Sync: carpsim/cli/config_live.py).
 """
 
 from __future__ import annotations
@@ -14,6 +12,7 @@ from typing import Any
 
 import tomli_w
 
+from carpsim.cli import config_live
 from carpsim.config import derive, diff, dump, loads, render
 from carpsim.config.model import Config
 from carpsim.configsync import apply, policy
@@ -36,14 +35,15 @@ SECTIONS = (
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("config", help="check, show, render or diff node config files")
+    p = sub.add_parser("config", help="node config files, or a running node's (--control)")
+    p.add_argument("--control", help="a running node's control socket: edit its config")
     cmds = p.add_subparsers(dest="config_cmd", metavar="CMD")
     cmds.required = True
     c = cmds.add_parser("check", help="validate a node config file")
     c.add_argument("file")
     c.set_defaults(func=_check)
     s = cmds.add_parser("show", help="print a section (or all) of a node config")
-    s.add_argument("file")
+    s.add_argument("file", nargs="?", help="the file (with --control: the section)")
     s.add_argument("section", nargs="?", choices=SECTIONS)
     s.add_argument("--json", action="store_true", help="JSON instead of TOML")
     s.set_defaults(func=_show)
@@ -57,6 +57,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     y = cmds.add_parser("payload", help="the XML-RPC sections this node would push (JSON)")
     y.add_argument("file")
     y.set_defaults(func=_payload)
+    before = set(cmds.choices)
+    config_live.add_commands(cmds, show=False)
+    for name in set(cmds.choices) - before:
+        cmds.choices[name].set_defaults(func=_live)
+
+
+def _live(args: argparse.Namespace) -> int:
+    if not args.control:
+        raise ConfigError("--control", f"{args.config_cmd} edits a running node: give --control")
+    return config_live.run(args, config_live.socket_query(args.control), args.control)
 
 
 def load(path: str) -> Config:
@@ -79,6 +89,13 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
+    if args.control:
+        if args.section is not None:
+            raise ConfigError("show", "with --control give only the section")
+        args.section = None if args.file == "all" else args.file
+        return config_live.run(args, config_live.socket_query(args.control), args.control)
+    if args.file is None:
+        raise ConfigError("show", "give the config file (or --control PATH)")
     data: Any = dump.to_data(load(args.file))
     if args.section:
         data = {args.section: data.get(args.section, {})}

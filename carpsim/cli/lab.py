@@ -12,6 +12,7 @@ import os
 import sys
 from typing import Any
 
+from carpsim.cli import config_live
 from carpsim.cli.unsinkable import add_parser as add_unsinkable_parser
 from carpsim.cli.web import add_parser as add_web_parser
 from carpsim.errors import ConfigError
@@ -91,6 +92,14 @@ def _down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config(args: argparse.Namespace) -> int:
+    lab = Lab.attach(args.prefix)
+    lab.node(args.node)
+    return config_live.run(
+        args, config_live.socket_query(str(lab.paths.control(args.node))), args.node
+    )
+
+
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("lab", help="the reference HA cluster in network namespaces")
     parser.add_argument(
@@ -132,6 +141,14 @@ def register(subparsers: Any) -> None:
 
     p = sub.add_parser("down", help="remove everything the lab created (idempotent)")
     p.set_defaults(func=_down)
+
+    p = sub.add_parser("config", help="a node's running config: show, edit, Force Config Sync")
+    p.add_argument("node")
+    cmds = p.add_subparsers(dest="config_cmd", metavar="CMD")
+    cmds.required = True
+    config_live.add_commands(cmds)
+    for action in cmds.choices.values():
+        action.set_defaults(func=_config)
 
     add_unsinkable_parser(sub)  # `carpsim lab unsinkable` (carpsim/cli/unsinkable.py)
     add_web_parser(sub)  # `carpsim lab web` (carpsim/cli/web.py)

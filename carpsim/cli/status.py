@@ -48,6 +48,11 @@ def render(status: dict[str, Any]) -> str:
     sync = status.get("statesync")
     if isinstance(sync, dict) and "ready" in sync:
         lines += ["", *_render_sync(sync)]
+    cfg = status.get("configsync")
+    if isinstance(cfg, dict):
+        from carpsim.lab.status import render_configsync  # noqa: PLC0415
+
+        lines += ["", f"config sync: {render_configsync(cfg)}"]
     return "\n".join(lines)
 
 

@@ -36,6 +36,7 @@ def collect(lab: Lab) -> dict[str, Any]:
             "links": builder.link_states(lab.paths, node),
             "vhids": (status or {}).get("vhids", []),
             "statesync": _statesync_summary(status),
+            "configsync": _configsync_summary(status),
         }
     for vip in topo.vips:
         row: dict[str, Any] = {
@@ -67,6 +68,40 @@ def _statesync_summary(status: dict[str, Any] | None) -> dict[str, Any] | None:
         "bulk": sync.get("bulk", {}),
         "drops": sync.get("drops", {}),
     }
+
+
+CONFIGSYNC_KEYS = ("peer_url", "last_sync", "result", "last_error", "syncs_ok", "syncs_failed")
+
+
+def _configsync_summary(status: dict[str, Any] | None) -> dict[str, Any] | None:
+    """pfSense's High Avail. Sync status words (None: the node does not answer or sync)."""
+    sync = (status or {}).get("configsync")
+    if not isinstance(sync, dict):
+        return None
+    out = {k: sync.get(k) for k in CONFIGSYNC_KEYS}
+    received = sync.get("received")
+    out["received"] = dict(received) if isinstance(received, dict) else {}
+    return out
+
+
+def render_configsync(sync: dict[str, Any] | None) -> str:
+    """One line: what this node last pushed, or (a backup) what it last received."""
+    if sync is None:
+        return "-"
+    if sync.get("peer_url"):
+        when = sync.get("last_sync")
+        at = "never" if when is None else time.strftime("%H:%M:%S", time.localtime(when))
+        line = (
+            f"to {sync['peer_url']}: {sync.get('result')} at {at} "
+            f"({sync.get('syncs_ok', 0)} ok, {sync.get('syncs_failed', 0)} failed)"
+        )
+        return line + (f"; last error: {sync['last_error']}" if sync.get("last_error") else "")
+    rx = sync.get("received", {})
+    ok, faults = rx.get("ok", 0), rx.get("faults", 0)
+    line = f"receives: {rx.get('result', 'never')} ({ok} ok, {faults} faults)"
+    if rx.get("from"):
+        line += f" from {rx['from']}"
+    return line + (f"; last error: {rx['last_error']}" if rx.get("last_error") else "")
 
 
 def _render_sync(sync: dict[str, Any] | None) -> str:
@@ -104,4 +139,8 @@ def render(data: dict[str, Any]) -> str:
     lines += ["", "state sync"]
     for name, node in data["nodes"].items():
         lines.append(f"{name:<8}{_render_sync(node.get('statesync'))}")
+    if any(node.get("configsync") for node in data["nodes"].values()):
+        lines += ["", "config sync (High Avail. Sync)"]
+        for name, node in data["nodes"].items():
+            lines.append(f"{name:<8}{render_configsync(node.get('configsync'))}")
     return "\n".join(line.rstrip() for line in lines)

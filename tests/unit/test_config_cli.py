@@ -12,7 +12,7 @@ from carpsim.cli import main
 from carpsim.config import derive, loads
 from carpsim.lab import nodes, topology
 from carpsim.lab.state import LabPaths
-from carpsim.runtime import nodeconfig
+from carpsim.runtime import node_config
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "config"
 N1, N2 = str(VECTORS / "reference-node1.toml"), str(VECTORS / "reference-node2.toml")
@@ -23,14 +23,17 @@ def test_the_labs_generated_node_configs_load_as_the_same_vhids(name: str) -> No
     t = topology.load(name)
     for node in t.nodes:
         text = nodes.node_config(t, LabPaths("cfgtest-"), node)
-        old = nodeconfig.parse(tomllib.loads(text))
         new = loads(text)
-        assert [(v.carp, v.interface, v.real_mac, v.peer) for v in old.vhids] == [
+        runtime = node_config.node_config(new)
+        assert [(v.carp, v.interface, v.real_mac, v.peer) for v in runtime.vhids] == [
             (v.carp, v.interface, v.real_mac, v.peer) for v in derive.carp_vhids(new)
         ]
-        assert new.node.control == old.control
-        assert new.statesync is not None
-        assert new.statesync.peer == (old.sync.peer if old.sync else None)
+        assert [(v.carp.vhid, v.carp.srcip) for v in runtime.vhids] == [
+            (v.vhid, node.addresses[v.segment]) for v in t.vips
+        ]
+        assert new.node.control == runtime.control
+        assert new.statesync is not None and runtime.sync is not None
+        assert new.statesync.peer == runtime.sync.peer
 
 
 def test_check_show_render_diff_payload(capsys: pytest.CaptureFixture[str]) -> None:

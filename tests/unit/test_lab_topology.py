@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 from carpsim.errors import ConfigError
+from carpsim.config import loads
+from carpsim.runtime import node_config as node_config_mod
 from carpsim.lab import topology
 from carpsim.lab.nodes import node_config
 from carpsim.lab.state import LabPaths
@@ -143,20 +145,30 @@ def test_generated_node_config_is_what_carpsim_node_reads() -> None:
     t = topology.load("reference")
     paths = LabPaths("cstest-")
     text = node_config(t, paths, t.host("node2"))
-    data = tomllib.loads(text)
-    assert data["node"]["control"] == str(paths.control("node2"))
-    assert data["carp"]["advskew"] == 100
-    assert data["carp"]["preempt"] is True
-    assert [(v["vhid"], v["interface"], v["srcip"], v["vips"]) for v in data["vhid"]] == [
+    cfg, doc = node_config_mod.node_config(loads(text)), loads(text)
+    assert cfg.control == str(paths.control("node2"))
+    assert cfg.name == "node2"
+    assert [
+        (v.carp.vhid, v.interface, str(v.carp.srcip), [str(x) for x in v.carp.vips])
+        for v in cfg.vhids
+    ] == [
         (3, "wan", "192.168.100.248", ["192.168.100.254/24"]),
         (1, "lan", "192.168.110.252", ["192.168.110.254/24"]),
         (2, "dmz", "192.168.120.252", ["192.168.120.254/24"]),
     ]
-    assert data["statesync"] == {"interface": "sync", "peer": "172.16.1.5", "enabled": True}
-    parsed = nodeconfig.parse(data)
-    assert parsed.name == "node2"
-    assert [(v.carp.vhid, v.carp.advskew, v.carp.password) for v in parsed.vhids] == [
-        (3, 100, b"K33p_It_S3cr3t!"),
-        (1, 100, b"K33p_It_S3cr3t!"),
-        (2, 100, b"K33p_It_S3cr3t!"),
-    ]
+    assert [(v.carp.advskew, v.carp.password, v.carp.preempt) for v in cfg.vhids] == [
+        (100, b"K33p_It_S3cr3t!", True)
+    ] * 3
+    assert cfg.sync is not None and str(cfg.sync.peer) == "172.16.1.5"
+    assert cfg.sync.interface == "sync"
+    # the node renders its own firewall from it: the lab programs none
+    assert doc.filter.rules and doc.nat.rules
+    # hasync as the seed configures it: node2 receives, node1 pushes to node2's SYNC address
+    assert doc.hasync.synchronizetoip is None and str(doc.hasync.pfsyncpeerip) == "172.16.1.5"
+    node1 = loads(node_config(t, paths, t.host("node1")))
+    assert str(node1.hasync.synchronizetoip) == "172.16.1.6"
+    assert node1.hasync.password == doc.hasync.password != ""
+    off = node_config_mod.node_config(
+        loads(node_config(t, paths, t.host("node2"), statesync=False))
+    )
+    assert off.sync is None
