@@ -125,8 +125,8 @@ def request(args: argparse.Namespace) -> dict[str, Any]:  # noqa: C901 - one bra
         return {"cmd": "config", "op": "sync"}
     body: dict[str, Any]
     if cmd in ("add-rule", "add-nat"):
-        names: tuple[str, ...] = ("interface", "action", "protocol", "source", "source-port", "destination",
-                 "destination-port", "icmptype", "descr", "nosync", "disabled", "log")  # fmt: skip
+        names: tuple[str, ...] = ("interface", "action", "protocol", "source", "source-port",
+                 "destination", "destination-port", "icmptype", "descr", "nosync", "disabled", "log")  # fmt: skip
         if cmd == "add-nat":
             names = ("interface", "source", "target", "destination", "protocol", "descr",
                      "static-port", "nonat", "nosync", "disabled")  # fmt: skip

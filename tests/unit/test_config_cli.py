@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -32,7 +31,8 @@ def test_the_labs_generated_node_configs_load_as_the_same_vhids(name: str) -> No
             (v.vhid, node.addresses[v.segment]) for v in t.vips
         ]
         assert new.node.control == runtime.control
-        assert new.statesync is not None and runtime.sync is not None
+        assert new.statesync is not None
+        assert runtime.sync is not None
         assert new.statesync.peer == runtime.sync.peer
 
 

@@ -31,7 +31,9 @@ def test_add_rule_on_top_and_delete_it_by_descr() -> None:
     assert new.filter.rules[0].action is Action.BLOCK
     assert new.filter.rules[1:] == old.filter.rules
     d = diff(old, new)
-    assert d.ruleset_changed and not d.vhids_changed and not d.vhids_added
+    assert d.ruleset_changed
+    assert not d.vhids_changed
+    assert not d.vhids_added
     assert "tcp dport 8080 drop" in render(new)
     back = edit.edit(new, "delete-rule", {"descr": "no 8080"})
     assert back == old
@@ -106,7 +108,8 @@ def test_set_dhcp_dotted_keys_and_apply_fragment() -> None:
     c = edit.edit(c, "set-dhcp", {"interface": "lan", "settings": {"range.to": "192.168.110.150"}})
     assert str(next(d for d in c.dhcpd if d.interface == "lan").range_to) == "192.168.110.150"
     f = edit.edit(c, "apply", {"text": '[aliases.WEB]\ntype = "port"\naddress = ["80", "443"]\n'})
-    assert f.alias("WEB") is not None and c.alias("WEB") is None
+    assert f.alias("WEB") is not None
+    assert c.alias("WEB") is None
 
 
 @pytest.mark.parametrize(("key", "value"), [("mtu", 100_000), ("flush_interval", 1e-6),

@@ -9,13 +9,12 @@ from typing import Any
 
 import pytest
 
-from carpsim.errors import ConfigError
 from carpsim.config import loads
-from carpsim.runtime import node_config as node_config_mod
+from carpsim.errors import ConfigError
 from carpsim.lab import topology
 from carpsim.lab.nodes import node_config
 from carpsim.lab.state import LabPaths
-from carpsim.runtime import nodeconfig
+from carpsim.runtime import node_config as node_config_mod
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -159,12 +158,15 @@ def test_generated_node_config_is_what_carpsim_node_reads() -> None:
     assert [(v.carp.advskew, v.carp.password, v.carp.preempt) for v in cfg.vhids] == [
         (100, b"K33p_It_S3cr3t!", True)
     ] * 3
-    assert cfg.sync is not None and str(cfg.sync.peer) == "172.16.1.5"
+    assert cfg.sync is not None
+    assert str(cfg.sync.peer) == "172.16.1.5"
     assert cfg.sync.interface == "sync"
     # the node renders its own firewall from it: the lab programs none
-    assert doc.filter.rules and doc.nat.rules
+    assert doc.filter.rules
+    assert doc.nat.rules
     # hasync as the seed configures it: node2 receives, node1 pushes to node2's SYNC address
-    assert doc.hasync.synchronizetoip is None and str(doc.hasync.pfsyncpeerip) == "172.16.1.5"
+    assert doc.hasync.synchronizetoip is None
+    assert str(doc.hasync.pfsyncpeerip) == "172.16.1.5"
     node1 = loads(node_config(t, paths, t.host("node1")))
     assert str(node1.hasync.synchronizetoip) == "172.16.1.6"
     assert node1.hasync.password == doc.hasync.password != ""
