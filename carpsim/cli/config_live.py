@@ -29,6 +29,12 @@ LIVE = (
 )  # fmt: skip
 
 
+RULE_FIELDS = (
+    "interface", "action", "protocol", "source", "source-port", "destination",
+    "destination-port", "icmptype", "descr", "nosync", "disabled", "log",
+)  # fmt: skip
+
+
 def _position(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--top", action="store_true", help="insert first (pfSense: add to the top)")
@@ -125,8 +131,7 @@ def request(args: argparse.Namespace) -> dict[str, Any]:  # noqa: C901 - one bra
         return {"cmd": "config", "op": "sync"}
     body: dict[str, Any]
     if cmd in ("add-rule", "add-nat"):
-        names: tuple[str, ...] = ("interface", "action", "protocol", "source", "source-port",
-                 "destination", "destination-port", "icmptype", "descr", "nosync", "disabled", "log")  # fmt: skip
+        names: tuple[str, ...] = RULE_FIELDS
         if cmd == "add-nat":
             names = ("interface", "source", "target", "destination", "protocol", "descr",
                      "static-port", "nonat", "nosync", "disabled")  # fmt: skip
