@@ -1,11 +1,11 @@
 """`carpsim demo`: the reference cluster, a forced failover and a failback, narrated (~15 s).
 
 Brings the reference lab up under its own prefix (``cs-demo-``), shows the CARP status of both
-nodes, reaches the internet server from a LAN client through the outbound NAT, starts a long
-download through it, pulls node1's power cord while a ping runs, shows node2 taking over with
-the download still running (state sync had replicated the connection states), powers node1
-back on, shows it sync and preempt, and always tears the lab down again (also on Ctrl-C or
-SIGTERM).
+nodes, reaches the internet server from a LAN client through the outbound NAT, adds a firewall
+rule on node1 and shows it arrive on node2 (config sync), starts a long download through it,
+pulls node1's power cord while a ping runs, shows node2 taking over with the download running
+(state sync had replicated the connection states), powers node1 back on, shows it sync and
+preempt, and always tears the lab down again (also on Ctrl-C or SIGTERM).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import time
 from types import FrameType
 from typing import Any
 
+from carpsim.cli import config_live
 from carpsim.lab import builder, status
 from carpsim.lab.session import Lab
 from carpsim.lab.tcp_probe import JsonLines
@@ -166,6 +167,40 @@ def _whoami(lab: Lab) -> str:
     return proc.stdout.strip() if proc.returncode == 0 else f"FAILED ({proc.stderr.strip()})"
 
 
+DEMO_RULE = {
+    "interface": "lan", "action": "block", "protocol": "tcp", "source": "lan net",
+    "destination": "198.51.100.0/24", "destination_port": "23", "descr": "demo: no telnet out",
+}  # fmt: skip
+
+
+def _rules(reply: dict[str, Any]) -> list[str]:
+    rules = reply.get("config", {}).get("filter", {}).get("rule", [])
+    return [str(r.get("descr", "")) for r in rules]
+
+
+def _config_sync_step(lab: Lab) -> None:
+    """The seed's check: add a rule on node1, see it on node2 (XML-RPC sync over SYNC)."""
+    ask = config_live.socket_query(str(lab.paths.control("node1")))
+    t0 = time.monotonic()
+    reply = ask({"cmd": "config", "op": "add-rule", "args": {"rule": DEMO_RULE, "position": 0}})
+    if not reply.get("ok"):
+        _say(f"node1 refused the rule: {reply.get('error')}")
+        return
+    _say(f"node1: added '{DEMO_RULE['descr']}', pushing to {reply.get('pushing')}")
+    peer = config_live.socket_query(str(lab.paths.control("node2")))
+    seen: list[str] = []
+    while time.monotonic() - t0 < 5 and DEMO_RULE["descr"] not in seen:
+        seen = _rules(peer({"cmd": "config", "op": "show", "section": "filter"}))
+        time.sleep(0.02)
+    where = "is on node2" if DEMO_RULE["descr"] in seen else "did NOT reach node2"
+    _say(f"after {time.monotonic() - t0:.2f}s the rule {where} ({len(seen)} rules there)")
+    vips = peer({"cmd": "config", "op": "show", "section": "virtualip"})
+    skews = sorted(
+        {v["advskew"] for v in vips.get("config", {}).get("virtualip", {}).get("vip", [])}
+    )
+    _say(f"node2's VIPs: advskew {skews} (the master's skew + 100, as pfSense's sync sets it)")
+
+
 def _states_line(lab: Lab) -> str:
     parts = []
     for node, states in lab.states().items():
@@ -216,6 +251,9 @@ def run_demo(prefix: str) -> int:
         _say(f"TCP: the server sees the client as {_whoami(lab)}")
         _say("   -> outbound NAT translated the LAN address to the WAN VIP 192.168.100.254")
 
+        _title("4. Firewall > Rules on the master: a new rule appears on the backup (config sync)")
+        _config_sync_step(lab)
+
         downloads = Downloads(lab)
         deadline = time.monotonic() + 10
         while len(downloads.connected()) < Downloads.STREAMS and time.monotonic() < deadline:
@@ -225,7 +263,7 @@ def run_demo(prefix: str) -> int:
             "2 Mbit/s each, through node1's NAT"
         )
 
-        _title("4. Force Off node1 (SIGKILL, every cable pulled, no goodbye) while pinging")
+        _title("5. Force Off node1 (SIGKILL, every cable pulled, no goodbye) while pinging")
         pinger = Pinger(lab, CLIENT)
         time.sleep(1.0)
         t0 = time.monotonic()
@@ -248,7 +286,7 @@ def run_demo(prefix: str) -> int:
         _say(f"TCP after failover: the server sees {_whoami(lab)} (same VIP, now on node2)")
         _show_status(lab)
 
-        _title("5. Power node1 back on: BACKUP, pulls the state table from node2, then preempts")
+        _title("6. Power node1 back on: BACKUP, pulls the state table from node2, then preempts")
         pinger = Pinger(lab, CLIENT)
         time.sleep(0.5)
         t0 = time.monotonic()
@@ -271,7 +309,7 @@ def run_demo(prefix: str) -> int:
         print("\ninterrupted", flush=True)
         result = 130
     finally:
-        _title("6. Tear down")
+        _title("7. Tear down")
         gone = lab.down()
         _say(f"removed {len(gone)} namespaces; nothing left (carpsim lab status says so)")
     print(f"\ndemo finished in {time.monotonic() - t_start:.0f}s", flush=True)
