@@ -2,103 +2,62 @@
 
     sudo .venv/bin/python benchmarks/bench_configsync.py [--edits 100]
 
-Two node namespaces joined by a SYNC veth (172.16.1.5/30, .6), each with the reference config
-(tests/vectors/config) and its ruleset loaded. Per edit: the master adds one filter rule
-(`ConfigSyncService.change`: validate, write the file, load its own ruleset, then push: version
-check, ``restore_config_section``); the backup merges, writes its file and loads the new ruleset
-with ``nft -f``. The clock stops when ``nft list`` in the backup's namespace shows the new rule,
-which the synchronous push already guarantees; the poll is the independent check.
+The reference lab (network namespaces, unique prefix, always torn down) with its two real
+``carpsim node`` daemons: node1 pushes to node2's SYNC address, as the lab configures hasync.
+Per edit, the clock starts before the ``add-rule`` request on node1's control socket (what
+``carpsim lab config node1 add-rule`` sends): node1 validates, writes its file, loads its own
+ruleset, answers, and pushes in a thread (version check, ``restore_config_section``); node2
+merges, writes its file and loads the new ruleset with ``nft -f``. The clock stops when
+``nft list chain`` in node2's namespace shows the new rule.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
-import secrets
 import statistics
-import subprocess
-import tempfile
 import time
-from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
-from carpsim.config import render
-from carpsim.config.model import Action
-from carpsim.configsync import apply
+from carpsim.lab.session import Lab
 from carpsim.net import netns
-from carpsim.net.conntrack import run_in_netns
-from carpsim.runtime import configsync_service as svc
+from carpsim.runtime import control
 
-VECTORS = Path(__file__).resolve().parents[1] / "tests" / "vectors" / "config"
-
-
-def nft(ns: str, text: str) -> None:
-    subprocess.run(netns.exec_argv(ns, ["nft", "-f", "-"]), input=text, text=True, check=True)
-
-
-def service(tmp: Path, n: int, ns: str) -> svc.ConfigSyncService:
-    path = tmp / f"node{n}.toml"
-    path.write_text((VECTORS / f"reference-node{n}.toml").read_text())
-    store = svc.ConfigStore.load(path)
-
-    def applier(plan: apply.ApplyPlan) -> None:
-        if plan.nftables is not None:
-            nft(ns, plan.nftables)
-
-    nft(ns, render(store.current))
-    s = svc.ConfigSyncService(store, applier, state_dir=tmp / f"tls{n}", timeout=10.0)
-    run_in_netns(ns, s.start)
-    return s
+LISTING = ["nft", "list", "chain", "ip", "carpsim", "forward"]
 
 
 def run(edits: int) -> dict[str, Any]:
-    tag = secrets.token_hex(2)
-    a, b = f"cfgbench-{tag}-1", f"cfgbench-{tag}-2"
+    lab = Lab.create("reference", prefix=netns.unique_prefix("cfb"))
     lat: list[float] = []
     try:
-        netns.create(a)
-        netns.create(b)
-        subprocess.run(
-            ["ip", "link", "add", "sync", "netns", a, "type", "veth", "peer", "sync", "netns", b],
-            check=True,
-        )
-        for ns, addr in ((a, "172.16.1.5/30"), (b, "172.16.1.6/30")):
-            netns.run(ns, ["ip", "addr", "add", addr, "dev", "sync"])
-            netns.run(ns, ["ip", "link", "set", "sync", "up"])
-        with tempfile.TemporaryDirectory() as tmpdir:
-            tmp = Path(tmpdir)
-            master, backup = service(tmp, 1, a), service(tmp, 2, b)
-            try:
-                template = master.store.current.filter.rules[2]  # "new flows from lan": forward
-                for i in range(edits):
-                    cfg = master.store.current
-                    rule = replace(template, action=Action.BLOCK,
-                                   descr=f"bench edit {i}", tracker=900000 + i)  # fmt: skip
-                    new = replace(cfg, filter=replace(cfg.filter, rules=(rule, *cfg.filter.rules)))
-                    t0 = time.perf_counter()
-                    run_in_netns(a, functools.partial(master.change, new, f"bench {i}"))
-                    if master.status()["result"] != "ok":
-                        raise RuntimeError(f"sync failed: {master.status()}")
-                    listing = ["nft", "list", "chain", "ip", "carpsim", "forward"]
-                    deadline = t0 + 10
-                    while f"bench edit {i}" not in netns.run(b, listing).stdout:
-                        if time.perf_counter() > deadline:
-                            raise RuntimeError(f"edit {i} never reached the backup's kernel")
-                        time.sleep(0.001)
-                    lat.append(time.perf_counter() - t0)
-                ok = master.status()["syncs_ok"]
-            finally:
-                master.stop()
-                backup.stop()
+        lab.up()
+        master = str(lab.paths.control("node1"))
+        backup_ns = lab.namespace_of("node2")
+        for i in range(edits):
+            rule = {"interface": "lan", "action": "block", "protocol": "tcp",
+                    "source": "lan net", "destination": f"198.51.100.{i % 250 + 1}",
+                    "destination_port": str(10000 + i), "descr": f"bench edit {i}"}  # fmt: skip
+            t0 = time.perf_counter()
+            reply = control.query(
+                master, {"cmd": "config", "op": "add-rule", "args": {"rule": rule, "position": 0}},
+                timeout=30,
+            )  # fmt: skip
+            if not reply.get("ok"):
+                raise RuntimeError(f"edit {i} refused: {reply}")
+            deadline = t0 + 10
+            while f"bench edit {i}" not in netns.run(backup_ns, LISTING).stdout:
+                if time.perf_counter() > deadline:
+                    raise RuntimeError(f"edit {i} never reached the backup's kernel")
+                time.sleep(0.001)
+            lat.append(time.perf_counter() - t0)
+        status = control.query(master, {"cmd": "status"})["configsync"]
     finally:
-        netns.remove(a)
-        netns.remove(b)
+        lab.down()
     q = statistics.quantiles(lat, n=100)
     return {
-        "edits": edits, "syncs_ok": ok, "p50_ms": round(statistics.median(lat) * 1000, 1),
-        "p99_ms": round(q[98] * 1000, 1), "max_ms": round(max(lat) * 1000, 1),
+        "edits": edits, "syncs_ok": status["syncs_ok"], "syncs_failed": status["syncs_failed"],
+        "p50_ms": round(statistics.median(lat) * 1000, 1), "p99_ms": round(q[98] * 1000, 1),
+        "max_ms": round(max(lat) * 1000, 1),
     }  # fmt: skip
 
 

@@ -43,6 +43,8 @@ class _Firewall(Protocol):
     def inside(self) -> Sequence[str]: ...
     @property
     def sync(self) -> str | None: ...
+    @property
+    def nat_target(self) -> str: ...
 
 
 class _Vip(Protocol):
@@ -155,8 +157,11 @@ def node_data(
             {
                 "interface": fw.wan,
                 "source": str(t.segments[seg].subnet),
-                "target": str(wan_vip.address),
-                "descr": f"outbound NAT {seg} -> WAN VIP",
+                # "" = the interface address: the variant that shows why pfSense says not to
+                "target": str(wan_vip.address) if fw.nat_target == "vip" else "",
+                "descr": f"outbound NAT {seg} -> WAN VIP"
+                if fw.nat_target == "vip"
+                else f"outbound NAT {seg} -> interface address",
             }
         )
     if fw.sync and fw.sync in node.addresses:

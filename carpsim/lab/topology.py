@@ -83,6 +83,9 @@ class Firewall:
     """Segments translated to the WAN VIP (one explicit rule each)."""
     sync: str | None
     """The pfsync-style link: permissive, never NATed."""
+    nat_target: str = "vip"
+    """"vip" (the reference) or "interface": NAT to each node's own WAN address, the seed's
+    warned-of mistake that breaks every stream at failover (the lab shows it, lint flags it)."""
 
 
 @dataclass(frozen=True)
@@ -228,7 +231,12 @@ def parse(data: dict[str, Any]) -> Topology:  # noqa: C901 - a flat schema valid
     ]:
         if seg_name is not None and seg_name not in segments:
             raise ConfigError(field, f"unknown segment {seg_name!r}")
-    firewall = Firewall(wan, tuple(inside_raw), sync_raw)
+    nat_target = fw_t.get("nat_target", "vip")
+    if nat_target not in ("vip", "interface"):
+        raise ConfigError(
+            "firewall.nat_target", f"must be 'vip' or 'interface', got {nat_target!r}"
+        )
+    firewall = Firewall(wan, tuple(inside_raw), sync_raw, nat_target)
 
     vips: list[Vip] = []
     raw_vips = data.get("vip", [])
