@@ -168,6 +168,29 @@ class CarpMachine:
         self._advert_interval = timers.advert_interval(self._config.advbase, self.effective_advskew)
         return self._dispatch(now, CarpInput.DEMOTE, "demote")
 
+    def reconfigure(self, now: float, config: CarpConfig) -> list[Action]:
+        """New CARP parameters (skew, base, password ...) for the same VHID and VIPs.
+
+        The state and its deadline stay: an updated VHID never flaps or takes over because of
+        the edit itself. The new values take effect from the next advert (a master sends one
+        at once, as after a demote change), the next master-down wait from the next advert
+        heard. The config sync updates VHIDs this way (pfSense reconfigures a changed VIP).
+        """
+        if config.vhid != self._config.vhid or config.vips != self._config.vips:
+            raise ValueError("reconfigure keeps the VHID and its addresses")
+        self._config = config
+        self._auth = CarpAuth(config.password, config.vhid, config.vips)
+        self._md = self._auth.sign(self._cookie)
+        self._master_down = timers.master_down_interval(
+            config.advbase, config.advskew, deadratio=config.deadratio,
+            formula=config.master_down_formula,
+        )  # fmt: skip
+        self._freebsd_wait = timers.master_down_interval(
+            config.advbase, config.advskew, deadratio=config.deadratio
+        )
+        self._advert_interval = timers.advert_interval(config.advbase, self.effective_advskew)
+        return self._dispatch(now, CarpInput.DEMOTE, "reconfigured")
+
     def packet_received(self, now: float, pkt: CarpPacket) -> list[Action]:
         """A decoded advert. Drops come first (vhid, HMAC, loop; carp-spec §5.1 order)."""
         adv = pkt.advert

@@ -13,8 +13,10 @@ loads too) and gives both the sectioned `Config` and the `NodeConfig` the CARP n
   or forces a sync. An edit is applied on the loop; the push to ``synchronizetoip`` then runs
   in a thread, because its retries (4 tries, 1 s apart) must not stall CARP's adverts.
 
-Changes of CARP VHIDs on a running node are not made yet: such a change is refused (the old
-config stays) and reported; an unchanged VHID is never touched (the diff leaves it out).
+An unchanged VHID is never touched (the diff leaves it out); a changed one (skew, base,
+password ...) is reconfigured in place, its machine keeping its state, so no spurious takeover.
+Adding or removing a VHID, or changing its addresses, needs a restart: such a change is refused
+and the old config stays.
 """
 
 from __future__ import annotations
@@ -190,20 +192,40 @@ class ConfigRuntime:
 
     def execute(self, plan: apply.ApplyPlan) -> None:
         """Everything the plan says, in order; raises (the store rolls back) on a failure."""
-        if plan.vhids_add or plan.vhids_remove or plan.vhids_update:
+        blocked = [f"add vhid {v.carp.vhid}" for v in plan.vhids_add]
+        blocked += [f"remove vhid {v}" for _, v in plan.vhids_remove]
+        blocked += [f"vhid {v.carp.vhid} addresses" for v in plan.vhids_update
+                    if not self._updatable(v)]  # fmt: skip
+        if blocked:
             raise EnvironmentProblem(
-                "changing CARP VHIDs on a running node is not supported (restart it): "
-                + "; ".join(s for s in plan.steps() if s.startswith("carp:"))
+                "a running node changes CARP VHIDs only in place (skew, base, password ...);"
+                f" restart it for: {', '.join(blocked)}"
             )
         if plan.statesync_changed:
             raise EnvironmentProblem("state sync settings change only with a restart")
         if plan.nftables is not None and not has_ruleset(plan.new) and not has_ruleset(plan.old):
             plan = _without_nft(plan)
         self.kernel(plan)
+        for v in plan.vhids_update:
+            self._update_vhid(v)
         if (plan.dhcp_start or plan.dhcp_stop) and self.dhcp_hook is not None:
             self.dhcp_hook(plan)
         for step in plan.steps():
             log.info("config apply: %s", step)
+
+    def _updatable(self, v: derive.CarpVhid) -> bool:
+        rt = self.node.vhids.get(v.carp.vhid)
+        return rt is not None and (rt.spec.interface, rt.spec.real_mac, rt.spec.peer,
+                                   rt.spec.carp.vips) == (v.interface, v.real_mac, v.peer,
+                                                          v.carp.vips)  # fmt: skip
+
+    def _update_vhid(self, v: derive.CarpVhid) -> None:
+        """In place: the machine keeps its state (no takeover), status shows the new values."""
+        rt = self.node.vhids[v.carp.vhid]
+        rt.spec = dataclasses.replace(rt.spec, carp=v.carp)
+        driver = self.node.driver
+        if driver is not None:
+            driver.feed(self.node.group.machine(v.carp.vhid).reconfigure, v.carp)
 
     # --- the control command ----------------------------------------------------------------
 
