@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import tomli_w
 
 from carpsim.lab.session import Lab
 from carpsim.net import netns
@@ -166,3 +167,30 @@ def test_wrong_sync_password_gets_fault_1_and_the_backup_is_untouched(
     assert cli(lab, "config", "node1", "apply", str(right)).returncode == 0
     assert cli(lab, "config", "node1", "sync").returncode == 0
     assert until(lambda: "never arrives" in descrs(lab, "node2"), 8.0)
+
+
+def _vhid_view(lab: Lab, node: str) -> dict[int, tuple[str, int]]:
+    status = json.loads(cli(lab, "status", "--json").stdout)["nodes"][node]["vhids"]
+    return {v["vhid"]: (v["state"], v["advskew"]) for v in status}
+
+
+def test_a_changed_vip_is_updated_in_place_without_a_takeover(lab: Lab, tmp_path: Any) -> None:
+    assert lab.wait_master("node1", 10)
+    events = {n: lab.paths.events(n).read_text() for n in ("node1", "node2")}
+    vips = show(lab, "node1", "virtualip")["vip"]
+    fragment = {"virtualip": {"vip": [{**v, "advskew": 10} for v in vips]}}
+    path = tmp_path / "skew.toml"
+    path.write_text(tomli_w.dumps(fragment))
+    edit = cli(lab, "config", "node1", "apply", str(path))
+    assert edit.returncode == 0, edit.stderr
+    assert "carp: update vhid" in edit.stdout
+    assert until(lambda: {s for _, s in _vhid_view(lab, "node2").values()} == {110}, 2.0)
+    assert set(_vhid_view(lab, "node1").values()) == {("MASTER", 10)}
+    assert set(_vhid_view(lab, "node2").values()) == {("BACKUP", 110)}
+    time.sleep(3.5)  # longer than node2's master-down: a lost advert would have shown by now
+    assert {n: lab.paths.events(n).read_text() for n in ("node1", "node2")} == events
+    assert lab.states()["node1"] == dict.fromkeys(lab.states()["node1"], "MASTER")
+    back = tmp_path / "back.toml"
+    back.write_text(tomli_w.dumps({"virtualip": {"vip": vips}}))
+    assert cli(lab, "config", "node1", "apply", str(back)).returncode == 0
+    assert until(lambda: {s for _, s in _vhid_view(lab, "node2").values()} == {100}, 2.0)
