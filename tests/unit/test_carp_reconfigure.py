@@ -3,13 +3,48 @@
 from __future__ import annotations
 
 import dataclasses
+import random
+from ipaddress import IPv4Address, ip_interface
 
 import pytest
 
-from carpsim.protocol.codec import decode_packet
+from carpsim.protocol.codec import (
+    CarpPacket,
+    build_advert,
+    compute_hmac,
+    decode_packet,
+    encode_packet,
+)
+from carpsim.protocol.config import CarpConfig
 from carpsim.protocol.constants import CarpState
 from carpsim.protocol.events import StateChanged, Transmit
-from tests.unit.test_carp_machine import make, peer_advert, to_master
+from carpsim.protocol.machine import CarpMachine
+
+VIP = ip_interface("192.168.110.254/24")
+PW = b"K33p_It_S3cr3t!"
+
+
+def make(skew: int) -> CarpMachine:
+    config = CarpConfig(vhid=1, vips=(VIP,), srcip=IPv4Address("192.168.110.10"), password=PW,
+                        advskew=skew)  # fmt: skip
+    return CarpMachine(config, random.Random(0))
+
+
+def peer_advert(password: bytes = PW) -> CarpPacket:
+    counter = b"peer-ctr"
+    body = build_advert(vhid=1, advbase=1, advskew=0, demote=0, counter=counter,
+                        md=compute_hmac(password, 1, [VIP], counter))  # fmt: skip
+    src, dst = IPv4Address("192.168.110.99"), IPv4Address("224.0.0.18")
+    return decode_packet(encode_packet(src=src, dst=dst, ip_id=7, advert_bytes=body))
+
+
+def to_master(m: CarpMachine) -> float:
+    m.link_up(0.0)
+    deadline = m.next_deadline()
+    assert deadline is not None
+    m.on_timer(deadline)
+    assert m.state is CarpState.MASTER
+    return deadline
 
 
 def test_master_keeps_mastership_and_advertises_the_new_skew_at_once() -> None:
@@ -17,7 +52,9 @@ def test_master_keeps_mastership_and_advertises_the_new_skew_at_once() -> None:
     start = to_master(m)
     actions = m.reconfigure(start + 0.2, dataclasses.replace(m.config, advskew=10))
     assert [type(a) for a in actions] == [Transmit]
-    assert decode_packet(actions[0].packet).advert.advskew == 10  # type: ignore[attr-defined]
+    sent = actions[0]
+    assert isinstance(sent, Transmit)
+    assert decode_packet(sent.packet).advert.advskew == 10
     assert m.state is CarpState.MASTER
     assert m.advert_interval == 1 + 10 / 256
 
