@@ -81,6 +81,8 @@ def _configsync_summary(status: dict[str, Any] | None) -> dict[str, Any] | None:
     out = {k: sync.get(k) for k in CONFIGSYNC_KEYS}
     received = sync.get("received")
     out["received"] = dict(received) if isinstance(received, dict) else {}
+    faults = sync.get("faults")
+    out["faults"] = dict(faults) if isinstance(faults, dict) else {}
     return out
 
 
@@ -97,8 +99,9 @@ def render_configsync(sync: dict[str, Any] | None) -> str:
         )
         return line + (f"; last error: {sync['last_error']}" if sync.get("last_error") else "")
     rx = sync.get("received", {})
-    ok, faults = rx.get("ok", 0), rx.get("faults", 0)
-    line = f"receives: {rx.get('result', 'never')} ({ok} ok, {faults} faults)"
+    # every fault answered (bad credentials -1 included), not only refused merges
+    faults = sum((sync.get("faults") or {}).values())
+    line = f"receives: {rx.get('result', 'never')} ({rx.get('ok', 0)} ok, {faults} faults)"
     if rx.get("from"):
         line += f" from {rx['from']}"
     return line + (f"; last error: {rx['last_error']}" if rx.get("last_error") else "")
