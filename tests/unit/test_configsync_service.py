@@ -267,3 +267,32 @@ def test_random_requests_only_ever_get_a_fault(body: bytes) -> None:
 
 def _fuzz_backup() -> tuple[svc.ConfigSyncService, Recorder, Path]:
     return backup(Path(_FUZZ_DIR.name))
+
+
+def test_a_change_that_must_not_wait_is_refused_while_another_is_applied(tmp_path: Path) -> None:
+    # The node's loop edits with wait=False: a sync being applied holds the store and waits
+    # for the loop, so waiting there would deadlock. It is refused instead, nothing changed.
+    import threading  # noqa: PLC0415
+
+    service, rec, path = backup(tmp_path)
+    store = service.store
+    before, running = path.read_bytes(), store.current
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(plan: apply.ApplyPlan) -> None:
+        entered.set()
+        release.wait(5)
+
+    new = parse(
+        {**dump.to_data(running), "aliases": {"X": {"type": "host", "address": ["1.2.3.4"]}}}
+    )
+    t = threading.Thread(target=store.replace, args=(new, slow, "sync"))
+    t.start()
+    assert entered.wait(5)
+    with pytest.raises(svc.SyncError, match="retry"):
+        store.replace(new, rec, "edit", wait=False)
+    assert rec.plans == []
+    release.set()
+    t.join(5)
+    assert store.current == new
+    assert path.read_bytes() != before
