@@ -115,3 +115,47 @@ def test_status_shows_the_sync_in_pfsense_words() -> None:
     out = render(status)
     assert "config sync: to https://172.16.1.6:443/xmlrpc.php: failed" in out
     assert "(2 ok, 1 failed); last error: Exception calling XMLRPC method" in out
+
+
+def test_carpsim_config_control_talks_to_a_control_socket(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio  # noqa: PLC0415
+    import json  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    from carpsim.cli import main  # noqa: PLC0415
+    from carpsim.runtime.control import ControlServer  # noqa: PLC0415
+
+    seen: list[dict[str, object]] = []
+
+    def config(req: dict[str, object]) -> dict[str, object]:
+        seen.append(req)
+        if req.get("op") == "show":
+            return {"config": {"filter": {"rule": []}}}
+        if req.get("op") == "add-rule":
+            raise ValueError('filter.rule[0].source: unknown alias "X"')
+        return {"changed": "aliases", "steps": [], "pushing": None}
+
+    path = str(tmp_path / "c.sock")
+    loop = asyncio.new_event_loop()
+    server = ControlServer(path, lambda: {"node": "n"})
+    server.add_command("config", config)
+    loop.run_until_complete(server.start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        assert main(["config", "--control", path, "show", "filter", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out) == {"filter": {"rule": []}}
+        assert main(["config", "--control", path, "add-rule", "--interface", "lan",
+                     "--source", "X"]) == 2  # fmt: skip
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f'carpsim: {path}: filter.rule[0].source: unknown alias "X"']
+        assert main(["config", "--control", path, "delete-alias", "X"]) == 0
+        assert seen[-1] == {"cmd": "config", "op": "delete-alias", "args": {"name": "X"}}
+        assert main(["config", "delete-alias", "X"]) == 2  # an edit needs --control
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.run_until_complete(server.close())
+        loop.close()
