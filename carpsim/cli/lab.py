@@ -15,6 +15,7 @@ from typing import Any
 from carpsim.cli import config_live
 from carpsim.cli.unsinkable import add_parser as add_unsinkable_parser
 from carpsim.cli.web import add_parser as add_web_parser
+from carpsim.config import fromlab
 from carpsim.errors import ConfigError
 from carpsim.lab import builder, status
 from carpsim.lab.session import Lab, LabAlreadyUpError, resolve_prefix
@@ -26,7 +27,9 @@ def _say(line: str) -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
-    lab = Lab.create(args.topology, args.prefix, statesync=not args.no_statesync)
+    lab = Lab.create(
+        args.topology, args.prefix, statesync=not args.no_statesync, dhcp=args.dhcp_gateway
+    )
     try:
         lab.up(progress=_say)
     except LabAlreadyUpError as exc:
@@ -119,6 +122,13 @@ def register(subparsers: Any) -> None:
         "--no-statesync",
         action="store_true",
         help="do not replicate connection state (control runs: flows should die)",
+    )
+    p.add_argument(
+        "--dhcp-gateway",
+        choices=fromlab.DHCP_MODES,
+        default="vip",
+        help="what the nodes' DHCP servers hand out as router/DNS: the segment's VIP (default),"
+        " empty = each node's own address (the pitfall), or off = no DHCP server",
     )
     p.set_defaults(func=_up)
 

@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from carpsim.cli import dhcp_render
 from carpsim.errors import EnvironmentProblem
 from carpsim.runtime.control import DEFAULT_PATH, query
 
@@ -53,6 +54,9 @@ def render(status: dict[str, Any]) -> str:
         from carpsim.lab.status import render_configsync  # noqa: PLC0415
 
         lines += ["", f"config sync: {render_configsync(cfg)}"]
+    dhcp = dhcp_render.render(status.get("dhcp"))
+    if dhcp:
+        lines += ["", *dhcp]
     return "\n".join(lines)
 
 

@@ -81,10 +81,43 @@ class TopologyLike(Protocol):
 
 
 DEFAULT_SYNC_PASSWORD = "carpsim-lab-sync"  # noqa: S105 - lab-only credential, in the namespaces
+DHCP_MODES = ("vip", "empty", "off")
+"""``vip``: router = DNS = the segment's VIP (the HA setup); ``empty``: gateway and DNS left
+empty, so each node hands out its own address (the seed's warning); ``off``: no DHCP server."""
+
+
+def dhcp_range(subnet: IPv4Network) -> tuple[IPv4Address, IPv4Address]:
+    """pfSense's customary .100-.199 of a /24, scaled to other prefixes."""
+    size = subnet.num_addresses
+    base = int(subnet.network_address)
+    return IPv4Address(base + max(2, size * 100 // 256)), IPv4Address(base + size * 200 // 256 - 1)
+
+
+def dhcpd_data(t: TopologyLike, node: _Node, mode: str = "vip") -> dict[str, Any]:
+    """One ``dhcpd.<seg>`` per inside segment with a VIP, failover peer = the other node there."""
+    if mode not in DHCP_MODES:
+        raise ValueError(f"dhcp mode must be one of {DHCP_MODES}, not {mode!r}")
+    out: dict[str, Any] = {}
+    if mode == "off":
+        return out
+    for seg in t.firewall.inside:
+        vips = [v for v in t.vips if v.segment == seg]
+        if seg not in node.addresses or not vips:
+            continue
+        first, last = dhcp_range(t.segments[seg].subnet)
+        section: dict[str, Any] = {"enable": True, "range": {"from": str(first), "to": str(last)}}
+        if mode == "vip":
+            section["gateway"] = str(vips[0].address)
+            section["dnsserver"] = [str(vips[0].address)]
+        peers = [n for n in t.nodes if n.name != node.name and seg in n.addresses]
+        if peers:
+            section["failover_peerip"] = str(peers[0].addresses[seg])
+        out[seg] = section
+    return out
 
 
 def node_data(
-    t: TopologyLike, node: _Node, sync_password: str = DEFAULT_SYNC_PASSWORD
+    t: TopologyLike, node: _Node, sync_password: str = DEFAULT_SYNC_PASSWORD, dhcp: str = "vip"
 ) -> dict[str, Any]:
     """The TOML-shaped config of one node (`parse` it, or `tomli_w` it to a file)."""
     fw = t.firewall
@@ -181,8 +214,13 @@ def node_data(
                 hasync["synchronizetoip"] = str(peer)
                 hasync.update(dict.fromkeys(SYNC_TOGGLES, True))
             data["hasync"] = hasync
+    dhcpd = dhcpd_data(t, node, dhcp)
+    if dhcpd:
+        data["dhcpd"] = dhcpd
     return data
 
 
-def node_configs(t: TopologyLike, sync_password: str = DEFAULT_SYNC_PASSWORD) -> dict[str, Config]:
-    return {n.name: parse(node_data(t, n, sync_password)) for n in t.nodes}
+def node_configs(
+    t: TopologyLike, sync_password: str = DEFAULT_SYNC_PASSWORD, dhcp: str = "vip"
+) -> dict[str, Config]:
+    return {n.name: parse(node_data(t, n, sync_password, dhcp)) for n in t.nodes}

@@ -61,14 +61,21 @@ class Lab:
     source: str
     statesync: bool = True
     """Replicate connection state between the nodes (False: the no-sync control run)."""
+    dhcp: str = "vip"
+    """The nodes' DHCP gateway: ``vip``, ``empty`` (each node's own address) or ``off``."""
 
     @classmethod
     def create(
-        cls, spec: str | None = None, prefix: str | None = None, *, statesync: bool = True
+        cls,
+        spec: str | None = None,
+        prefix: str | None = None,
+        *,
+        statesync: bool = True,
+        dhcp: str = "vip",
     ) -> Lab:
         source, text = topology.resolve(spec)
         topo = topology.loads(text, source)
-        return cls(topo, LabPaths(resolve_prefix(prefix, topo.name)), source, statesync)
+        return cls(topo, LabPaths(resolve_prefix(prefix, topo.name)), source, statesync, dhcp)
 
     @classmethod
     def attach(cls, prefix: str | None = None) -> Lab:
@@ -80,7 +87,13 @@ class Lab:
                 "prefix", f"no lab is running under {paths.prefix!r} (start one: carpsim lab up)"
             )
         topo = topology.loads(paths.topology_file.read_text(), str(paths.topology_file))
-        return cls(topo, paths, str(data.get("source", "")), bool(data.get("statesync", True)))
+        return cls(
+            topo,
+            paths,
+            str(data.get("source", "")),
+            bool(data.get("statesync", True)),
+            str(data.get("dhcp", "vip")),
+        )
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -108,12 +121,15 @@ class Lab:
             self.paths.topology_file.write_text(topology.resolve(self.source)[1])
             st = state.new_state(self.paths, self.topology.name, self.source)
             st["statesync"] = self.statesync
+            st["dhcp"] = self.dhcp
             state.write_state(self.paths, st)
             progress(f"building lab {self.topology.name!r} (prefix {self.paths.prefix})")
             builder.build(self.topology, self.paths, progress)
             started = time.monotonic()
             for node in self.topology.nodes:
-                nodes.write_config(self.topology, self.paths, node, statesync=self.statesync)
+                nodes.write_config(
+                    self.topology, self.paths, node, statesync=self.statesync, dhcp=self.dhcp
+                )
                 pid = nodes.start_daemon(self.paths, node)
                 progress(f"{node.name:<8} carpsim node started (pid {pid}, advskew {node.advskew})")
             master = nodes.preferred_master(self.topology)

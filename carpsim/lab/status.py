@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from carpsim.cli import dhcp_render
 from carpsim.lab import builder, nodes
 from carpsim.lab.session import Lab
 
@@ -37,6 +38,7 @@ def collect(lab: Lab) -> dict[str, Any]:
             "vhids": (status or {}).get("vhids", []),
             "statesync": _statesync_summary(status),
             "configsync": _configsync_summary(status),
+            "dhcp": dhcp_render.servers((status or {}).get("dhcp")),
         }
     for vip in topo.vips:
         row: dict[str, Any] = {
@@ -146,4 +148,8 @@ def render(data: dict[str, Any]) -> str:
         lines += ["", "config sync (High Avail. Sync)"]
         for name, node in data["nodes"].items():
             lines.append(f"{name:<8}{render_configsync(node.get('configsync'))}")
+    for name, node in data["nodes"].items():
+        dhcp = dhcp_render.render(node.get("dhcp"))
+        if dhcp:
+            lines += ["", f"{name}:", *(f"  {line}" for line in dhcp)]
     return "\n".join(line.rstrip() for line in lines)

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from carpsim.errors import CarpsimError, ConfigError
-from carpsim.lab import nodes, probes, report, verdict
+from carpsim.lab import dhcp_probe, nodes, probes, report, verdict
 from carpsim.lab.session import Lab
 from carpsim.lab.tcp_probe import JsonLines
 from carpsim.lab.topology import Topology
@@ -214,7 +214,8 @@ def _config_statesync(lab: Lab, node: str) -> bool | None:
 
 def _write_statesync(lab: Lab, node: str, enabled: bool) -> None:
     # The same renderer `lab up` used, so the config differs only in [statesync] enabled.
-    nodes.write_config(lab.topology, lab.paths, lab.topology.host(node), statesync=enabled)
+    host = lab.topology.host(node)
+    nodes.write_config(lab.topology, lab.paths, host, statesync=enabled, dhcp=lab.dhcp)
 
 
 def set_statesync(lab: Lab, enabled: bool, progress: Progress) -> dict[str, bool | None]:
@@ -268,18 +269,31 @@ def statesync_report(lab: Lab, requested: bool) -> dict[str, Any]:
 
 
 def dhcp_report(lab: Lab) -> dict[str, Any]:
-    """A lease probe needs a DHCP service on the nodes; say plainly when there is none."""
-    for n in lab.topology.nodes:
-        status = nodes.query_status(lab.paths, n.name) or {}
-        if isinstance(status.get("dhcp"), dict):
-            return {
-                "status": "not measured",
-                "detail": f"{n.name} reports a DHCP service, but this run has no lease probe",
-            }
-    return {
-        "status": "not available",
-        "detail": "no DHCP service runs on the lab's nodes (carpsim has none yet)",
-    }
+    """Before the run: is there a DHCP service on the nodes to probe?"""
+    if dhcp_probe.serving(lab):
+        return {"status": "pending", "detail": "a new client takes a lease with the master off"}
+    return {"status": "not available", "detail": "no DHCP server runs on the lab's nodes"}
+
+
+def _dhcp_lease(
+    lab: Lab, opts: Options, kind: str, dhcp: dict[str, Any], progress: Progress
+) -> dict[str, Any] | None:
+    """A new client's lease, taken once, while the master is forced off."""
+    if kind != "failover" or dhcp["status"] != "pending":
+        return None
+    lease = dhcp_probe.take_lease(lab, opts.client)
+    progress(f"DHCP with the master off: {lease}")
+    return lease
+
+
+def _dhcp_verdict(
+    lab: Lab, dhcp: dict[str, Any], lease: dict[str, Any] | None, successor: str, p: Progress
+) -> dict[str, Any]:
+    if dhcp["status"] != "pending":
+        return dhcp
+    dhcp = dhcp_probe.verdict(lab, lease, successor)
+    p(f"DHCP lease probe: {dhcp['status']} ({dhcp['detail']})")
+    return dhcp
 
 
 # ------------------------------------------------------------------------------------------------
@@ -424,6 +438,7 @@ def _run_on(
     t0_wall, t0_mono = time.time(), time.monotonic()
     pr = _Probes(lab, opts, target)
     phases: list[_Phase] = []
+    lease: dict[str, Any] | None = None
     try:
         pr.start()
         progress(
@@ -452,6 +467,7 @@ def _run_on(
                 ph.end_wall, ph.end_mono = time.time(), time.monotonic()
                 ph.states_after = _states_by_vhid(lab)
                 phases.append(ph)
+                lease = lease or _dhcp_lease(lab, opts, kind, dhcp, progress)
                 shown = ", ".join(
                     f"{n}: {'/'.join(sorted(set(s.values()))) or 'off'}"
                     for n, s in ph.states_after.items()
@@ -467,6 +483,7 @@ def _run_on(
             if restore and restore[0] != opts.statesync:
                 set_statesync(lab, restore[0], progress)
 
+    dhcp = _dhcp_verdict(lab, dhcp, lease, successor, progress)
     events = _read_events(lab, t0_mono - 1.0)
     pings = [
         PingSample(r.sent_at, r.replied_at) for r in (pr.pinger.records() if pr.pinger else [])

@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from ipaddress import IPv4Address
+from typing import cast
 
 from carpsim.dhcp.failover.events import (
     Action,
@@ -53,8 +54,8 @@ class _Conn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's TCP transport is not an asyncio.Transport subclass (the node runs on it).
+        self.transport = cast(asyncio.Transport, transport)
         self.link._made(self)
 
     def data_received(self, data: bytes) -> None:

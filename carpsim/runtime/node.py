@@ -65,6 +65,7 @@ from carpsim.runtime.events_log import EventsLog
 from carpsim.runtime.hooks import HookRunner
 from carpsim.runtime.metrics import STATE_VALUE, CarpMetrics
 from carpsim.runtime.node_config import ConfigRuntime
+from carpsim.runtime.node_dhcp import NodeDhcp, settings_from_file, state_dir_for
 from carpsim.runtime.nodeconfig import NodeConfig, VhidSpec
 from carpsim.runtime.statesync_service import StateSyncService
 
@@ -119,9 +120,12 @@ class Node:
         document: Config | None = None,
         document_path: Path | None = None,
     ) -> None:
-        """`document`: the sectioned config this node runs from (its rules, NAT, sync), with
-        the file edits and received syncs are written to (runtime/node_config.py)."""
+        """`document`: the sectioned config this node runs from (its rules, NAT, sync, DHCP
+        servers), with the file edits and received syncs are written to
+        (runtime/node_config.py). `document_path` alone: the DHCP servers are read from it."""
         self.config = config
+        self._document_path = document_path
+        self.dhcp: NodeDhcp | None = None
         self._rng = rng if rng is not None else random.Random()  # noqa: S311 - not crypto
         self.links = links if links is not None else Links()
         self._socket_factory = socket_factory
@@ -200,6 +204,15 @@ class Node:
         self.group.bind_interfaces({v: rt.parent.index for v, rt in self.vhids.items()})
         if self.statesync is not None:
             self.statesync.prepare(self.links)
+        dhcp = (
+            self.config_view.dhcp_servers
+            if self.config_view is not None
+            else settings_from_file(self._document_path)
+            if self._document_path is not None
+            else ()
+        )
+        if dhcp:
+            self.dhcp = NodeDhcp(dhcp, state_dir_for(self.config.control))
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -226,6 +239,10 @@ class Node:
             statesync_metrics.register(self.metrics.registry, self.statesync)
         if self.config_view is not None:
             self.config_view.start(loop)
+        if self.dhcp is not None:
+            await self.dhcp.start(loop)
+            self.control.add_section("dhcp", self.dhcp.status)
+            self.dhcp.register_metrics(self.metrics.registry)
         await self.control.start()
         if cfg.web is not None:
             from carpsim.web import node_app  # noqa: PLC0415 - aiohttp only when pages are on
@@ -297,6 +314,8 @@ class Node:
             self.statesync.stop()
         if self.config_view is not None:
             self.config_view.stop()
+        if self.dhcp is not None:
+            self.dhcp.stop()
         for rt in self.vhids.values():
             try:
                 for vip in rt.spec.carp.vips:

@@ -126,7 +126,18 @@ def check_run(code: int, out: str, result: dict[str, Any], png: Path, settle: fl
     worst = {"ideal": 0, "realistic": 1, "failure": 2}
     assert result["verdict"] == max(fo["verdict"], fb["verdict"], key=worst.__getitem__)
     assert code == (1 if result["verdict"] == "failure" else 0)
-    assert result["dhcp"]["status"] == "not available"
+    dhcp = result["dhcp"]
+    assert dhcp["status"] == "ok", dhcp
+    # A new client, with node1 off, got its lease from node2 and the LAN VIP as router/DNS.
+    assert dhcp["lease"]["router"] == "192.168.110.254"
+    assert dhcp["lease"]["dns"] == "192.168.110.254"
+    assert dhcp["lease"]["server"] == "192.168.110.252"
+    assert dhcp["lease"]["ip"].startswith("192.168.110.")
+    after = dhcp["after_failback"]
+    assert after["agree"]
+    assert after["holds_probe_lease"]
+    assert after["held_twice"] == []
+    assert set(after["failover_states"].values()) == {"normal"}
     assert result["server_peers"] == ["192.168.100.254"], "NAT to the WAN VIP"
     assert f"UNSINKABLE: {result['verdict'].upper()}" in out
     assert "FAILOVER" in out

@@ -149,7 +149,11 @@ def test_failover_and_failback_live_in_the_browser(
         label = page.locator(f'#topo .vip-label[data-vhid="{vhid}"]')
         expect(label).to_have_attribute("data-holder", "node1")
     assert page.locator("#topo").get_by_text("SYNC 172.16.1.4/30").count() == 1
-    expect(page.locator("#dhcp-node1")).to_contain_text("not configured on this node")
+    # The lab's nodes serve DHCP on LAN/DMZ as a failover pair, router = the VIP.
+    dhcp = page.locator("#dhcp-node1")
+    expect(dhcp).to_contain_text("Failover Status")
+    expect(dhcp).to_contain_text("the CARP VIP")
+    expect(dhcp.locator(".dhcp-failover").first).to_contain_text("normal", timeout=15_000)
     page.screenshot(path=str(tmp_path / "1-node1-master.png"), full_page=True)
 
     # 2. Force Off node1 from the page: node2 takes every VHID within master-down + 2 s.
