@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 from pyroute2.netlink.exceptions import NetlinkError
 
+from carpsim.config import derive
 from carpsim.config.model import Config
 from carpsim.errors import ConfigError
 from carpsim.net import sysctl
@@ -211,7 +212,8 @@ class Node:
             if self._document_path is not None
             else ()
         )
-        if dhcp:
+        if dhcp or self.config_view is not None:
+            # With a live config an edit or sync may add servers later: keep the wiring ready.
             self.dhcp = NodeDhcp(dhcp, state_dir_for(self.config.control))
 
     async def start(self) -> None:
@@ -243,6 +245,11 @@ class Node:
             await self.dhcp.start(loop)
             self.control.add_section("dhcp", self.dhcp.status)
             self.dhcp.register_metrics(self.metrics.registry)
+            if self.config_view is not None:
+                dhcp = self.dhcp
+                self.config_view.dhcp_hook = lambda plan: dhcp.replace_settings(
+                    derive.dhcp_servers(plan.new)
+                )
         await self.control.start()
         if cfg.web is not None:
             from carpsim.web import node_app  # noqa: PLC0415 - aiohttp only when pages are on

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
+from prometheus_client.registry import Collector
 
 from carpsim.config import loads
 from carpsim.config.derive import dhcp_servers
@@ -96,8 +97,29 @@ class NodeDhcp:
         self.machines: dict[str, FailoverMachine] = {}
         """By interface; the failover relationship of each server that has one."""
         self.links: dict[str, FailoverLink] = {}
+        self._registry: CollectorRegistry | None = None
+        self._collectors: list[Collector] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._restart: asyncio.Task[None] | None = None
+
+    def replace_settings(self, settings: Sequence[DhcpServerSettings]) -> None:
+        """A config edit or sync changed the dhcpd sections: restart every server (their lease
+        files carry the bindings and the failover state over; the peers reconnect)."""
+        assert self._loop is not None
+        new = tuple(settings)
+
+        async def restart() -> None:
+            self.stop()
+            self.settings = new
+            await self.start(self._loop or asyncio.get_running_loop())
+            if self._registry is not None:
+                self.register_metrics(self._registry)
+            log.info("dhcp: restarted on %s", ", ".join(s.interface for s in new) or "nothing")
+
+        self._restart = self._loop.create_task(restart())
 
     async def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
         self.state_dir.mkdir(parents=True, exist_ok=True)
         failover: dict[str, FailoverSettings] = {}
         policies: dict[str, FailoverPolicy] = {}
@@ -153,6 +175,7 @@ class NodeDhcp:
         for link in self.links.values():
             link.stop()
         self.links.clear()
+        self.machines.clear()
         if self.service is not None:
             self.service.close()
             self.service = None
@@ -175,10 +198,14 @@ class NodeDhcp:
         return out
 
     def register_metrics(self, registry: CollectorRegistry) -> None:
+        """Collectors over the running services (replaced after a restart)."""
+        for old in self._collectors:
+            registry.unregister(old)
+        self._registry = registry
+        self._collectors = []
         if self.service is not None:
-            dhcp_metrics.register(self.service, registry)
-        if self.machines:
-            dhcp_failover_metrics.register(self._by_relationship, registry)
+            self._collectors.append(dhcp_metrics.register(self.service, registry))
+        self._collectors.append(dhcp_failover_metrics.register(self._by_relationship, registry))
 
     def _by_relationship(self) -> Mapping[str, FailoverMachine]:
         return {m.settings.name: m for m in self.machines.values()}

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from carpsim.dhcp.failover.loadbal import hba_from_split, primary_serves
-from carpsim.lab import dhcp_probe
+from carpsim.lab import dhcp_probe, nodes
 from carpsim.lab.session import Lab
 from carpsim.net import netns
 from carpsim.runtime import control
@@ -64,6 +64,12 @@ def cli(lab: Lab, *args: str) -> str:
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     return proc.stdout
+
+
+def lan_total(lab: Lab, node: str) -> object:
+    status = nodes.query_status(lab.paths, node) or {}
+    lan = [s for s in status.get("dhcp") or [] if s.get("interface") == "lan"]
+    return lan[0]["pool"]["total"] if lan else None
 
 
 def owner(mac: str) -> str:
@@ -122,3 +128,21 @@ def test_dhcp_failover_pair_in_the_lab(lab: Lab) -> None:
     for view in views.values():
         assert view[first["ip"]] == first["mac"]
         assert view[second["ip"]] == second["mac"]
+
+    # A config edit on the master (range shrunk) restarts its servers from their lease files;
+    # the XML-RPC sync carries the dhcpd section to node2, which restarts too.
+    edit = {"cmd": "config", "op": "set-dhcp",
+            "args": {"interface": "lan", "settings": {"range.to": "192.168.110.160"}}}  # fmt: skip
+    reply = control.query(str(lab.paths.control("node1")), edit, timeout=10)
+    assert "dhcpd" in json.dumps(reply), reply
+    deadline = time.monotonic() + 60
+    totals: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        totals = {n: lan_total(lab, n) for n in ("node1", "node2")}
+        if set(totals.values()) == {61}:
+            break
+        time.sleep(0.5)
+    assert totals == {"node1": 61, "node2": 61}, totals
+    again = dhcp_probe.wait_agreement(lab, "lan", second["ip"], 60.0)
+    assert set(again["failover_states"].values()) == {"normal"}, (again, totals)
+    assert again["agree"], again
