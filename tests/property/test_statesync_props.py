@@ -7,6 +7,7 @@ import contextlib
 import random
 import struct
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -191,6 +192,7 @@ inputs = st.lists(
 )
 
 
+@pytest.mark.slow  # 1000 two-node runs, 15-35 s; make test runs it, make check does not
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 2**16), inputs)
 def test_random_input_sequences_never_raise_and_converge_after_healing(
