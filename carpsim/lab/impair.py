@@ -119,7 +119,7 @@ def _save(lab: Lab, entries: dict[str, Any]) -> None:
     state.write_state(lab.paths, data)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except FileNotFoundError:
@@ -137,11 +137,13 @@ def nft_ruleset(entries: dict[str, Any]) -> str:
         loss = int(entry["spec"]["loss"])
         if not loss:
             continue
+        # numgen draws 0..99: "< 100" does not parse, and 100 % is a cut cable anyway.
+        chance = "" if loss == 100 else f"numgen random mod 100 < {loss} "
         for port in entry["ports"]:
             name = port["bridge_port"]
-            rules.append(f'iifname "{name}" numgen random mod 100 < {loss} drop')
+            rules.append(f'iifname "{name}" {chance}counter drop')
             if "out" in entry["directions"]:
-                rules.append(f'oifname "{name}" numgen random mod 100 < {loss} drop')
+                rules.append(f'oifname "{name}" {chance}counter drop')
     body = "".join(f"\t\t{r}\n" for r in rules)
     return (
         f"table bridge {NFT_TABLE} {{\n"
@@ -167,10 +169,27 @@ def _load_rules(lab: Lab, entries: dict[str, Any]) -> None:
         raise ImpairError(f"nft refused the loss rules: {proc.stderr.strip()}")
 
 
-def rule_counts(lab: Lab) -> str:
-    """The loss table as nft lists it (for tests and status), '' if none."""
-    proc = netns.run(lab.paths.switch, ["nft", "list", "table", "bridge", NFT_TABLE], check=False)
-    return proc.stdout if proc.returncode == 0 else ""
+def loss_drops(lab: Lab) -> dict[str, int]:
+    """Frames the loss rules dropped, per "iifname PORT" / "oifname PORT" ({} if none)."""
+    proc = netns.run(
+        lab.paths.switch, ["nft", "-j", "list", "table", "bridge", NFT_TABLE], check=False
+    )
+    if proc.returncode != 0:
+        return {}
+    out: dict[str, int] = {}
+    for item in json.loads(proc.stdout).get("nftables", []):
+        rule = item.get("rule")
+        if not rule:
+            continue
+        where, packets = "", 0
+        for stmt in rule.get("expr", []):
+            match = stmt.get("match")
+            if match and isinstance(match.get("left"), dict) and "meta" in match["left"]:
+                where = f"{match['left']['meta']['key']} {match['right']}"
+            if "counter" in stmt:
+                packets = int(stmt["counter"]["packets"])
+        out[where] = packets
+    return out
 
 
 # ------------------------------------------------------------------------------ relays
@@ -265,13 +284,13 @@ def _start_relay(
 
 def _stop_relay(lab: Lab, port: dict[str, Any]) -> None:
     pid = int(port["pid"])
-    if _alive(pid):
+    if alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 3.0
-        while _alive(pid) and time.monotonic() < deadline:
+        while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
-        if _alive(pid):
+        if alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     with IPRoute(netns=lab.paths.switch) as sw:
@@ -336,12 +355,20 @@ def clear(lab: Lab, target: str | None = None) -> list[str]:
 def describe(lab: Lab) -> list[dict[str, Any]]:
     """What is in force, with each relay's liveness and counters (for `lab status`)."""
     out = []
-    for target, entry in active(lab).items():
+    entries = active(lab)
+    drops = loss_drops(lab) if entries else {}
+    for target, entry in entries.items():
         ports = []
         for port in entry["ports"]:
             row = dict(port)
+            name = port["bridge_port"]
+            row["loss_dropped"] = {
+                d: drops.get(f"{key} {name}", 0)
+                for d, key in (("in", "iifname"), ("out", "oifname"))
+                if f"{key} {name}" in drops
+            }
             if "pid" in port:
-                row["relay"] = "running" if _alive(int(port["pid"])) else "DEAD"
+                row["relay"] = "running" if alive(int(port["pid"])) else "DEAD"
                 with contextlib.suppress(FileNotFoundError, ValueError):
                     row["counters"] = json.loads(Path(port["stats"]).read_text())["directions"]
             ports.append(row)
@@ -370,6 +397,10 @@ def render(rows: list[dict[str, Any]]) -> list[str]:
         dirs = "/".join(row["directions"])
         lines.append(f"{row['target']:<16}{what or 'nothing'} (seed {s['seed']}, {dirs})")
         for port in row["ports"]:
+            lost = port.get("loss_dropped", {})
+            if lost:
+                dropped = " ".join(f"{d} {n}" for d, n in lost.items())
+                lines.append(f"  loss  {port['bridge_port']:<12} dropped {dropped}")
             if "pid" not in port:
                 continue
             counts = port.get("counters", {})
