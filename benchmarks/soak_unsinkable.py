@@ -100,7 +100,7 @@ def markdown(summary: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cycles", type=int, default=100)
-    parser.add_argument("--settle", type=float, default=6.0, help="seconds per phase")
+    parser.add_argument("--settle", type=float, default=10.0, help="seconds per phase")
     parser.add_argument("--streams", type=int, default=4)
     parser.add_argument("--sync-fault", action="store_true", help="impair node1:sync throughout")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/soak"))

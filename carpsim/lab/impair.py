@@ -225,9 +225,35 @@ def _start_relay(
         sw.link("add", ifname=inner, kind="veth", peer={"ifname": bridge_port})
         iy = sw.link_lookup(ifname=bridge_port)[0]
         ix = sw.link_lookup(ifname=inner)[0]
-        sw.link("set", index=iy, master=bridge, state="up")
+        # The bridge side stays down until the relay listens: with both HOST-SEG and iy<n>
+        # on the bridge and a relay between them, every frame would loop.
+        sw.link("set", index=iy, master=bridge)
         sw.link("set", index=ix, state="up")
-        sw.link("set", index=n, master=0)
+    port = {
+        "host": host,
+        "segment": segment,
+        "outer": outer,
+        "inner": inner,
+        "bridge_port": bridge_port,
+        "pid": 0,
+        "stats": str(lab.paths.run_dir / f"impair-{host}-{segment}.json"),
+    }
+    try:
+        port["pid"] = _spawn(lab, port, entry, index)
+        with IPRoute(netns=lab.paths.switch) as sw:
+            # The swap: a few ms in which the host's frames go nowhere.
+            sw.link("set", index=n, master=0)
+            sw.link("set", index=iy, state="up")
+    except BaseException:
+        _stop_relay(lab, port)
+        raise
+    return port
+
+
+def _spawn(lab: Lab, port: dict[str, Any], entry: dict[str, Any], index: int) -> int:
+    """Start the relay of one port; returns its pid once it listens on both sides."""
+    host, segment = port["host"], port["segment"]
+    outer, inner, bridge_port = port["outer"], port["inner"], port["bridge_port"]
     netns.run(
         lab.paths.switch,
         [
@@ -241,7 +267,7 @@ def _start_relay(
         ],
     )
     spec = entry["spec"]
-    stats = lab.paths.run_dir / f"impair-{host}-{segment}.json"
+    stats = Path(port["stats"])
     stats.unlink(missing_ok=True)
     relay_spec = {
         **asdict(ImpairSpec(**spec).model()),
@@ -265,26 +291,18 @@ def _start_relay(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    port = {
-        "host": host,
-        "segment": segment,
-        "outer": outer,
-        "inner": inner,
-        "bridge_port": bridge_port,
-        "pid": proc.pid,
-        "stats": str(stats),
-    }
     deadline = time.monotonic() + RELAY_READY_TIMEOUT
     while not stats.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
             raise ImpairError(f"relay for {outer} did not start (log: {log.name})")
         time.sleep(0.02)
-    return port
+    return proc.pid
 
 
 def _stop_relay(lab: Lab, port: dict[str, Any]) -> None:
     pid = int(port["pid"])
-    if alive(pid):
+    if pid and alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 3.0
