@@ -17,7 +17,7 @@ from carpsim.cli.unsinkable import add_parser as add_unsinkable_parser
 from carpsim.cli.web import add_parser as add_web_parser
 from carpsim.config import fromlab
 from carpsim.errors import ConfigError
-from carpsim.lab import builder, status
+from carpsim.lab import builder, impair, status
 from carpsim.lab.session import Lab, LabAlreadyUpError, resolve_prefix
 from carpsim.lab.state import LabPaths, remove_run_dir
 
@@ -103,6 +103,49 @@ def _config(args: argparse.Namespace) -> int:
     )
 
 
+def _impair(args: argparse.Namespace) -> int:
+    builder.check_environment()
+    lab = Lab.attach(args.prefix)
+    if args.clear:
+        gone = impair.clear(lab, args.target)
+        print(f"cleared: {', '.join(gone)}" if gone else "nothing was impaired")
+        return 0
+    if not args.target:
+        raise ConfigError("target", "give SEGMENT or HOST:SEGMENT (or --clear)")
+    spec = impair.ImpairSpec(
+        loss=args.loss,
+        delay=args.delay,
+        jitter=args.jitter,
+        reorder=args.reorder,
+        reorder_delay=args.reorder_delay,
+        duplicate=args.duplicate,
+        seed=args.seed,
+    )
+    entry = impair.apply(lab, args.target, spec)
+    relays = [p for p in entry["ports"] if "pid" in p]
+    print(
+        f"{args.target}: impaired ({len(entry['ports'])} ports, {len(relays)} relays,"
+        f" directions {'/'.join(entry['directions'])})"
+    )
+    return 0
+
+
+def _add_impair_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "impair", help="loss (nftables), delay/jitter/reorder/duplication (relay) on a segment"
+    )
+    p.add_argument("target", nargs="?", help="SEGMENT (every port, inbound) or HOST:SEGMENT")
+    p.add_argument("--loss", type=float, default=0.0, help="percent of frames dropped (0..100)")
+    p.add_argument("--delay", type=float, default=0.0, help="seconds added to every frame")
+    p.add_argument("--jitter", type=float, default=0.0, help="extra delay, uniform [0, J) s")
+    p.add_argument("--reorder", type=float, default=0.0, help="probability a frame is held back")
+    p.add_argument("--reorder-delay", type=float, default=0.02, help="hold-back bound (s)")
+    p.add_argument("--duplicate", type=float, default=0.0, help="probability of a second copy")
+    p.add_argument("--seed", type=int, default=0, help="seed of the relay's generators")
+    p.add_argument("--clear", action="store_true", help="remove the target's (or every) fault")
+    p.set_defaults(func=_impair)
+
+
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("lab", help="the reference HA cluster in network namespaces")
     parser.add_argument(
@@ -160,6 +203,7 @@ def register(subparsers: Any) -> None:
     for action in cmds.choices.values():
         action.set_defaults(func=_config)
 
+    _add_impair_parser(sub)  # `carpsim lab impair` (carpsim/lab/impair.py)
     add_unsinkable_parser(sub)  # `carpsim lab unsinkable` (carpsim/cli/unsinkable.py)
     add_web_parser(sub)  # `carpsim lab web` (carpsim/cli/web.py)
 

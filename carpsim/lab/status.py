@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from carpsim.cli import dhcp_render
-from carpsim.lab import builder, nodes
+from carpsim.lab import builder, impair, nodes
 from carpsim.lab.session import Lab
 
 
@@ -52,6 +52,7 @@ def collect(lab: Lab) -> dict[str, Any]:
             fallback = "?" if out["nodes"][node.name]["pid"] else "off"
             row["state"][node.name] = states.get((node.interface(vip.segment), vip.vhid), fallback)
         out["vhids"].append(row)
+    out["impairments"] = impair.describe(lab)
     return out
 
 
@@ -152,4 +153,5 @@ def render(data: dict[str, Any]) -> str:
         dhcp = dhcp_render.render(node.get("dhcp"))
         if dhcp:
             lines += ["", f"{name}:", *(f"  {line}" for line in dhcp)]
+    lines += impair.render(data.get("impairments", []))
     return "\n".join(line.rstrip() for line in lines)

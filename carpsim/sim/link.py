@@ -55,6 +55,25 @@ class Impairment:
             raise ValueError("delay, jitter and reorder_delay must be >= 0")
 
 
+def arrivals(imp: Impairment, rng: random.Random, now: float) -> list[float]:
+    """When the copies of one datagram sent at `now` reach one receiver: none if it is lost,
+    two if duplicated. The whole decision, so the lab's impairment relay draws exactly what a
+    simulated link draws for the same seed and sequence of datagrams."""
+    every = imp.draw_always
+    if (imp.loss or every) and rng.random() < imp.loss:
+        return []
+    copies = 2 if (imp.duplicate or every) and rng.random() < imp.duplicate else 1
+    times: list[float] = []
+    for _ in range(copies):
+        when = now + imp.delay
+        if imp.jitter:
+            when += rng.random() * imp.jitter
+        if (imp.reorder or every) and rng.random() < imp.reorder:
+            when += imp.reorder_delay * rng.random()
+        times.append(when)
+    return times
+
+
 @dataclass(order=True)
 class Delivery:
     time: float
@@ -128,19 +147,12 @@ class Link(_Reach):
                 self._carry(now, sender, node, data)
 
     def _carry(self, now: float, sender: str, node: str, data: bytes) -> None:
-        imp, rng = self.impairment, self._rng
-        every = imp.draw_always
-        if (imp.loss or every) and rng.random() < imp.loss:
+        times = arrivals(self.impairment, self._rng, now)
+        if not times:
             self.lost += 1
             self.dropped += 1
             return
-        copies = 2 if (imp.duplicate or every) and rng.random() < imp.duplicate else 1
-        for _ in range(copies):
-            when = now + imp.delay
-            if imp.jitter:
-                when += rng.random() * imp.jitter
-            if (imp.reorder or every) and rng.random() < imp.reorder:
-                when += imp.reorder_delay * rng.random()
+        for when in times:
             self._seq += 1
             heapq.heappush(self._queue, Delivery(when, self._seq, node, sender, data))
 
