@@ -5,10 +5,12 @@ header (TTL 255, TOS low-delay, DF) and the destination is the configured unicas
 pfsync group 224.0.0.240 (then multicast TTL 255, no loopback of our own frames).
 
 Receive: a second raw socket that is *not* bound to the interface, with IP_PKTINFO, so a frame
-that arrives elsewhere is seen and counted as ``badif`` instead of silently never arriving. The
-interface is the only check made here; the IPv4 header rules (TTL exactly 255, IHL, protocol)
-are the pure codec's `decode_packet`, and the frame's are the replicator's. Every drop is
-counted by its `SyncDropReason` and logged once.
+that arrives elsewhere is seen and counted as ``badif`` instead of silently never arriving.
+Checked here: the interface, and the sender (docs/security.md): with a unicast peer only that
+address may speak (``badpeer``); with the pfsync group, only addresses on the sync interface's
+subnets that are not our own (``badpeer``; our own: ``loop``). The IPv4 header rules (TTL
+exactly 255, IHL, protocol) are the pure codec's `decode_packet`, and the frame's are the
+replicator's. Every drop is counted by its `SyncDropReason` and logged once.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ import logging
 import socket
 import struct
 from collections import Counter
-from collections.abc import Callable
-from ipaddress import IPv4Address
+from collections.abc import Callable, Iterable
+from ipaddress import IPv4Address, IPv4Interface
 
 from carpsim.errors import DecodeError
 from carpsim.statesync.codec import decode_packet
@@ -61,14 +63,20 @@ class SyncSocket:
         on_frame: FrameHandler,
         *,
         peer: IPv4Address | None = None,
+        local: Iterable[IPv4Interface] = (),
         rcvbuf: int = 8 << 20,
         sndbuf: int = 4 << 20,
     ) -> None:
+        """`local`: the sync interface's own addresses (with prefix): never a peer, and with
+        the multicast group their subnets are where a peer may be."""
         self.ifname = ifname
         self.ifindex = ifindex
         self.dst = peer if peer is not None else PFSYNC_GROUP
         self.multicast = self.dst.is_multicast
         self._on_frame = on_frame
+        local = list(local)
+        self._own = frozenset(i.ip.packed for i in local)
+        self._nets = tuple(i.network for i in local if i.network.prefixlen < 32)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.drops: Counter[str] = Counter()  # by SyncDropReason value
         self.tx_errors: Counter[str] = Counter()
@@ -169,10 +177,29 @@ class SyncSocket:
             )
             return None
         try:
-            return decode_packet(packet).payload
+            pkt = decode_packet(packet)
         except DecodeError as exc:
             self.count_drop(SyncDropReason(exc.reason), exc.detail)
             return None
+        reason = self.refuse_source(pkt.src)
+        if reason is not None:
+            self.count_drop(reason, f"from {IPv4Address(pkt.src)}")
+            return None
+        return pkt.payload
+
+    def refuse_source(self, src: bytes) -> SyncDropReason | None:
+        """Why a frame from `src` is not accepted, or None (docs/security.md)."""
+        if src in self._own:
+            return SyncDropReason.LOOP
+        if not self.multicast:
+            return None if src == self.dst.packed else SyncDropReason.BADPEER
+        addr = IPv4Address(src)
+        if any(addr in net for net in self._nets) and addr not in (
+            *(net.network_address for net in self._nets),
+            *(net.broadcast_address for net in self._nets),
+        ):
+            return None
+        return SyncDropReason.BADPEER
 
     def count_drop(self, reason: SyncDropReason, detail: str = "") -> None:
         """Count a dropped frame (also used for the codec's reasons, so one table holds all)."""

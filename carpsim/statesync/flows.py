@@ -31,6 +31,7 @@ from carpsim.statesync.table import InMemoryStateTable
 _INS = Act.INS
 _UPD = Act.UPD
 _DRIVEN = (Owner.LOCAL, Owner.CLAIMED)
+_MAX_ZONE = 0xFFFF
 
 
 @dataclass
@@ -94,8 +95,8 @@ class Flows:
         self.first_id = first_id
         self.next_id = first_id
         self.synced_id: int | None = None
-        self.echoes = Echoes(config.echo_window)
-        self.tombstones = Tombstones(config.tombstone_window)
+        self.echoes = Echoes(config.echo_window, config.echoes_per_key)
+        self.tombstones = Tombstones(config.tombstone_window, config.tombstone_max)
         self._excluded = config.excluded_raw()
 
     def _count(self, name: str, n: int = 1) -> None:
@@ -111,6 +112,8 @@ class Flows:
         self.own.settle()
         self.echoes.expire(now)
         self.tombstones.expire(now)
+        self.stats["echo_overflow"] = self.echoes.overflow
+        self.stats["tombstone_overflow"] = self.tombstones.overflow
 
     def forget_stale(self, now: float, stale: list[FlowKey], out: list[Action]) -> None:
         """BUS END: held states of that creator its bulk did not mention were deleted there."""
@@ -211,6 +214,11 @@ class Flows:
             key = rec.key
             if key.proto in excluded:
                 continue
+            if not 0 <= key.zone <= _MAX_ZONE:
+                # The kernel writer cannot express it (conntrack zones are u16): dropped here,
+                # before it reaches a write batch.
+                out.append(CountDrop(SyncDropReason.BADFIELD, f"zone {key.zone}"))
+                continue
             if tombstones and (rec.creatorid, rec.id) in tombstones:
                 out.append(CountDrop(SyncDropReason.STALE, "deleted here"))
                 continue
@@ -304,17 +312,25 @@ class Flows:
                 # The peer saw the flow progress, or forwards it while we stopped (failover).
                 if own.hand_over(key):
                     self._count("handovers_rx")
-            elif rule.effect is Effect.KEEP_DRIVING and applied:
+            elif rule.effect is Effect.KEEP_DRIVING:
                 # Both drive it (an idle peer's sweep, or both forward it): we keep driving,
-                # with the peer's timeout as the latest reading.
-                own.drive(key, now)
+                # with the peer's timeout as the latest reading; the peer's delete counts now.
+                own.shared[key] = None
+                if applied:
+                    own.drive(key, now)
 
     def on_del_c(self, now: float, section: Section, ch: Changes, out: list[Action]) -> None:
         for ref in section.items:
             assert isinstance(ref, StateRef)
             cur = self.table.by_id(ref.creatorid, ref.id)
-            if cur is not None:
-                self._peer_forget(cur.key, FlowInput.PEER_DELETE, ch)
+            if cur is None:
+                continue
+            key = cur.key
+            inp = FlowInput.PEER_DELETE
+            if key in self.own.local and key not in self.own.shared:
+                inp = FlowInput.PEER_DELETE_UNSHARED
+                out.append(CountDrop(SyncDropReason.NOTYOURS, "DEL_C of a state we drive"))
+            self._peer_forget(key, inp, ch)
 
     def on_clr(self, now: float, section: Section, ch: Changes, out: list[Action]) -> None:
         for clr in section.items:

@@ -25,7 +25,11 @@ class Transport:
         self._cfg = config
         self.epoch = epoch
         self.sender = ReliableSender(epoch, config.resend_queue_frames)
-        self.receiver = ReliableReceiver(config.reorder_window)
+        self.receiver = ReliableReceiver(
+            config.reorder_window,
+            config.reorder_window_bytes,
+            slack=config.resend_queue_frames + config.reorder_window,
+        )
         self._restart_flag = XSEQ_RESTART
         self.stats = stats
 
@@ -119,21 +123,36 @@ class Transport:
     # ------------------------------------------------------------------ in
 
     def receive(
-        self, now: float, hdr: SeqHeader, frame: Frame, link_up: bool, out: list[Action]
+        self,
+        now: float,
+        hdr: SeqHeader,
+        frame: Frame,
+        link_up: bool,
+        out: list[Action],
+        *,
+        size: int = 0,
     ) -> list[Frame]:
         """A sequenced frame from the peer: ACK/NACK bookkeeping; the frames now deliverable
-        in order (none for a duplicate, several when it fills a gap)."""
+        in order (none for a duplicate, several when it fills a gap). An ACK or NACK naming
+        seqs we never sent is dropped (`badack`/`badnack`), the rest of the frame still counts."""
         cfg = self._cfg
         mine = hdr.ack_epoch == self.epoch
-        self.sender.on_ack(hdr.ack_epoch, hdr.ack, now, cfg.resend_timeout)
+        if self.sender.on_ack(hdr.ack_epoch, hdr.ack, now, cfg.resend_timeout) < 0:
+            out.append(CountDrop(SyncDropReason.BADACK, f"ack {hdr.ack} > {self.sender.top}"))
         if mine and link_up:
             for section in frame.sections:
                 if section.action == Act.XNACK:
                     ranges = [i for i in section.items if isinstance(i, NackRange)]
+                    if not self.sender.nack_valid(ranges):
+                        out.append(CountDrop(SyncDropReason.BADNACK, "above the top seq"))
+                        continue
                     limit = cfg.resend_burst * 4
                     for seq in self.sender.on_nack(ranges, now, limit, cfg.resend_timeout / 2):
                         self._resend(seq, out)
-        frames, rebased, drop = self.receiver.accept(hdr, frame, now, cfg.ack_delay)
+        resyncs = self.receiver.resyncs
+        frames, rebased, drop = self.receiver.accept(hdr, frame, now, cfg.ack_delay, size)
+        if self.receiver.resyncs != resyncs:
+            out.append(CountDrop(SyncDropReason.RESYNC, f"oldest {hdr.oldest}"))
         if rebased is not None:
             out.append(PeerRestarted(rebased, hdr.epoch))
             if not mine:
