@@ -22,7 +22,7 @@ import socket
 import struct
 from collections import Counter
 from collections.abc import Callable, Iterable
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from carpsim.errors import DecodeError
 from carpsim.statesync.codec import decode_packet
@@ -51,6 +51,26 @@ _READ_BATCH = 64
 
 FrameHandler = Callable[[bytes], None]
 """Called with the pfsync payload (IP header stripped) of every frame that passed the checks."""
+
+
+def source_refusal(
+    src: bytes,
+    peer: IPv4Address | None,
+    own: frozenset[bytes],
+    nets: tuple[IPv4Network, ...],
+) -> SyncDropReason | None:
+    """Why a frame from `src` is not accepted, or None (docs/security.md): ours (`loop`); with a
+    unicast `peer` anything else (`badpeer`); with the group, anything off the sync subnets or
+    their network/broadcast addresses (`badpeer`)."""
+    if src in own:
+        return SyncDropReason.LOOP
+    if peer is not None:
+        return None if src == peer.packed else SyncDropReason.BADPEER
+    addr = IPv4Address(src)
+    for net in nets:
+        if addr in net and addr not in (net.network_address, net.broadcast_address):
+            return None
+    return SyncDropReason.BADPEER
 
 
 class SyncSocket:
@@ -188,18 +208,7 @@ class SyncSocket:
         return pkt.payload
 
     def refuse_source(self, src: bytes) -> SyncDropReason | None:
-        """Why a frame from `src` is not accepted, or None (docs/security.md)."""
-        if src in self._own:
-            return SyncDropReason.LOOP
-        if not self.multicast:
-            return None if src == self.dst.packed else SyncDropReason.BADPEER
-        addr = IPv4Address(src)
-        if any(addr in net for net in self._nets) and addr not in (
-            *(net.network_address for net in self._nets),
-            *(net.broadcast_address for net in self._nets),
-        ):
-            return None
-        return SyncDropReason.BADPEER
+        return source_refusal(src, None if self.multicast else self.dst, self._own, self._nets)
 
     def count_drop(self, reason: SyncDropReason, detail: str = "") -> None:
         """Count a dropped frame (also used for the codec's reasons, so one table holds all)."""
