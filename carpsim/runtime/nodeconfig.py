@@ -110,8 +110,9 @@ _SYNC_FLOATS = (
     "ack_delay", "resend_timeout",
 )  # fmt: skip
 _SYNC_INTS = ("bulk_frames_per_tick", "bulk_max_tries", "mtu", "creatorid", "sweep_per_interval")
-_SYNC_KEYS = {"interface", "peer", "enabled", "group", "demote", "reliable", *_SYNC_FLOATS,
-              *_SYNC_INTS}  # fmt: skip
+_SYNC_KEYS = {"interface", "peer", "enabled", "group", "demote", "reliable", "key",
+              *_SYNC_FLOATS, *_SYNC_INTS}  # fmt: skip
+MAX_SYNC_KEY = 1024
 
 
 def default_creatorid(name: str) -> int:
@@ -162,6 +163,12 @@ def parse_statesync(table: Mapping[str, Any], node_name: str) -> StateSyncConfig
             raise ConfigError(f"statesync.{key}", problem)
     if "reliable" in table:
         kwargs["reliable"] = _typed(table, "reliable", bool, where, True)
+    if "key" in table:
+        # The shared sync key (docs/security.md): never echoed, not even in this error.
+        secret = _typed(table, "key", str, where, "")
+        if not 16 <= len(secret) <= MAX_SYNC_KEY:
+            raise ConfigError("statesync.key", f"must be 16..{MAX_SYNC_KEY} characters")
+        kwargs["key"] = secret.encode()
     try:
         replicator = ReplicatorConfig(**kwargs)
     except ConfigError as exc:

@@ -15,6 +15,8 @@ from carpsim.statesync.constants import (
     XSEQ_LEN,
 )
 
+XAUTH_LEN = 32
+
 IPV4_HEADER = 20
 _POSITIVE_FLOATS = (
     "flush_interval", "bulk_tick", "bulk_retry_interval", "bulk_timeout",
@@ -88,6 +90,9 @@ class ReplicatorConfig:
     """Never replicate states of these IP protocols (the sync traffic itself)."""
     excluded_addresses: frozenset[str] = frozenset()
     """Never replicate states with one of these addresses as endpoint (sync link addresses)."""
+    key: bytes | None = field(default=None, repr=False)
+    """Shared sync key: every frame sealed with an XAUTH HMAC (statesync/auth.py); None =
+    plain pfsync frames. Never logged (repr=False) nor shown in status."""
 
     def __post_init__(self) -> None:
         if not 0 < self.creatorid <= 0xFFFFFFFF:
@@ -102,6 +107,8 @@ class ReplicatorConfig:
                 raise ConfigError(name, "must be >= 1")
         if self.sweep_per_interval < 0:
             raise ConfigError("sweep_per_interval", "must be >= 0")
+        if self.key is not None and not self.key:
+            raise ConfigError("key", "must not be empty")
         for addr in self.excluded_addresses:
             try:
                 ip_address(addr)
@@ -116,6 +123,7 @@ class ReplicatorConfig:
             - HEADER_LEN
             - SUBHEADER_LEN
             - (SUBHEADER_LEN + XSEQ_LEN if self.reliable else 0)
+            - (SUBHEADER_LEN + XAUTH_LEN if self.key else 0)
         )
 
     def states_per_frame(self) -> int:

@@ -48,6 +48,7 @@ class Act(enum.IntEnum):
     # carpsim extension (docs/statesync-protocol.md): only ever sent between carpsim nodes.
     XSEQ = 0xF0
     XNACK = 0xF1
+    XAUTH = 0xF2  # keyed mode only (statesync/auth.py)
 
 
 XSEQ_LEN = 24
@@ -74,6 +75,7 @@ RECORD_LEN: dict[int, int] = {
     Act.UPD: STATE_1400_LEN,
     Act.XSEQ: XSEQ_LEN,
     Act.XNACK: XNACK_LEN,
+    Act.XAUTH: 32,
 }
 
 

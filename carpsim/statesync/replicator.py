@@ -300,6 +300,10 @@ class Replicator:
         """A pfsync payload arrived on the sync link (the edge checked the interface and the
         IPv4 header with `codec.decode_packet`)."""
         out: list[Action] = []
+        refused = self.transport.authenticate(data)
+        if refused is not None:
+            out.append(refused)
+            return out
         try:
             frame = codec.decode_frame(data)
         except DecodeError as exc:

@@ -11,7 +11,11 @@ import random
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 
+import pytest
+
+from carpsim.errors import ConfigError
 from carpsim.net.sync_io import source_refusal
+from carpsim.runtime.nodeconfig import parse_statesync
 from carpsim.statesync.codec import (
     BulkStatus,
     Frame,
@@ -245,3 +249,83 @@ def test_only_the_configured_peer_or_the_sync_subnet_may_speak() -> None:
     assert source_refusal(a("172.16.9.3").packed, None, own, nets) is None
     assert source_refusal(a("10.0.0.3").packed, None, own, nets) is SyncDropReason.BADPEER
     assert source_refusal(a("172.16.9.255").packed, None, own, nets) is SyncDropReason.BADPEER
+
+
+# ---------------------------------------------------------------- keyed sync
+
+KEY = b"correct horse battery staple"
+
+
+def keyed(key: bytes | None = KEY, seed: int = 1, **kw: object) -> Replicator:
+    cfg = ReplicatorConfig(creatorid=ME + seed, key=key, **kw)  # type: ignore[arg-type]
+    return Replicator(cfg, random.Random(seed))
+
+
+def transmits(out: list[Action]) -> list[bytes]:
+    return [a.data for a in out if isinstance(a, Transmit)]
+
+
+def test_keyed_peers_authenticate_and_refuse_forgeries_and_replays() -> None:
+    a, b = keyed(seed=1), keyed(seed=2)
+    (req,) = transmits(a.started(0.0))
+    assert Act.XAUTH in [s.action for s in decode_frame(req).sections]
+    out = b.frame_received(0.01, req)  # b serves the bulk a asked for
+    assert not drops(out)
+    assert any(isinstance(x, Transmit) for x in out)
+    assert drops(b.frame_received(0.02, req)) == [SyncDropReason.REPLAY]
+    forged = bytearray(req)
+    forged[30] ^= 1
+    assert drops(b.frame_received(0.03, bytes(forged))) == [SyncDropReason.BADAUTH]
+    wrong = keyed(key=b"another key of sixteen", seed=3)
+    (other,) = transmits(wrong.started(0.0))
+    assert drops(b.frame_received(0.04, other)) == [SyncDropReason.BADAUTH]
+    plain = Replicator(ReplicatorConfig(creatorid=7), random.Random(4))
+    (bare,) = transmits(plain.started(0.0))
+    assert drops(b.frame_received(0.05, bare)) == [SyncDropReason.BADAUTH]
+    # ...and a keyed frame's extension is only skipped by an unkeyed node (pf would reject
+    # the unknown action: keyed clusters are carpsim-only)
+    assert SyncDropReason.BADAUTH not in drops(plain.frame_received(0.06, req))
+
+
+def test_a_keyed_bulk_completes() -> None:
+    a, b = keyed(seed=1), keyed(seed=2)
+    states = [StateRecord(key(i), tcp_state=TcpState.ESTABLISHED, timeout=60) for i in range(50)]
+    b.started(0.0)
+    b.local_snapshot(0.0, states)
+    wire = transmits(a.started(0.0))
+    now = 0.0
+    for _ in range(200):
+        now += 0.01
+        back: list[bytes] = []
+        for data in wire:
+            back += transmits(b.frame_received(now, data))
+        wire = []
+        for data in back:
+            wire += transmits(a.frame_received(now, data))
+        wire += transmits(a.on_timer(now))
+        for data in transmits(b.on_timer(now)):
+            wire_b = transmits(a.frame_received(now, data))
+            wire += wire_b
+        if a.ready:
+            break
+    assert a.ready
+    assert {r.key for r in a.table} >= {s.key for s in states}
+
+
+def test_without_a_key_frames_stay_plain_pfsync() -> None:
+    plain = Replicator(ReplicatorConfig(creatorid=7), random.Random(4))
+    assert plain.config.frame_budget() == ReplicatorConfig(creatorid=7, key=KEY).frame_budget() + 36
+    (req,) = transmits(plain.started(0.0))
+    assert [s.action for s in decode_frame(req).sections] == [Act.XSEQ, Act.UPD_REQ]
+    assert "correct" not in repr(ReplicatorConfig(creatorid=7, key=KEY))
+
+
+def test_the_sync_key_is_validated_and_never_echoed() -> None:
+    cfg = parse_statesync({"interface": "sync0", "key": KEY.decode()}, "n1")
+    assert cfg is not None
+    assert cfg.replicator.key == KEY
+    assert KEY.decode() not in repr(cfg)
+    with pytest.raises(ConfigError) as exc:
+        parse_statesync({"interface": "sync0", "key": "short-secret"}, "n1")
+    assert exc.value.field == "statesync.key"
+    assert "short-secret" not in str(exc.value)
