@@ -188,6 +188,7 @@ _NODE_KEYS = {
     "shutdown_scripts",
 }
 _CARP_KEYS = {
+    "strict",
     "password",
     "advbase",
     "advskew",
@@ -247,6 +248,7 @@ def build_vhid(
     demote: int = 0,
     real_mac: bool = False,
     peer: str | None = None,
+    strict: bool = False,
     where: str = "vhid",
 ) -> VhidSpec:
     """Validate one VHID (shared by the TOML loader and the ``carpsim carp`` flags)."""
@@ -287,6 +289,7 @@ def build_vhid(
             master_down_formula=_formula(master_down_formula, f"{where}.master_down_formula"),
             demote=demote,
             dst=peer_ip if peer_ip is not None else CARP_GROUP_V4,
+            strict=strict,
         )
     except ConfigError as exc:
         raise ConfigError(f"{where}.{exc.field}", exc.message) from exc
@@ -378,6 +381,7 @@ def parse(data: Mapping[str, Any]) -> NodeConfig:  # noqa: C901 - a flat schema 
                 demote=pick("demote", int, 0),
                 real_mac=pick("real_mac", bool, False),
                 peer=_typed(table, "peer", str, where, None),
+                strict=pick("strict", bool, False),
                 where=where,
             )
         )
