@@ -338,27 +338,35 @@ class KernelConntrackTable:
         result.created = len(records) - len(existing) - len(result.failed)
         # (failed so far: encode refusals and create errors; update errors come below)
         if existing:
-            useqs: dict[int, int] = {}
-
-            def updates() -> Iterator[tuple[int, bytes]]:
-                for idx in existing:
-                    seq = self._next_seq()
-                    msg = _encoded(nl.update_message, records[idx], seq)
-                    if msg is None:
-                        result.failed.append((records[idx].key, errno.EINVAL))
-                        continue
-                    useqs[seq] = idx
-                    yield seq, msg
-
-            uerrors = self._request(updates())
-            for seq, code in uerrors.items():
-                idx = useqs[seq]
-                if code == errno.ENOENT:
-                    result.missing += 1
-                else:
-                    result.failed.append((records[idx].key, code))
-            result.updated = len(existing) - len(uerrors)
+            self._update_pass(records, existing, result)
         return result
+
+    def _update_pass(
+        self, records: Sequence[StateRecord], existing: list[int], result: BatchResult
+    ) -> None:
+        """Entries that already existed get an update each (counted into `result`)."""
+        useqs: dict[int, int] = {}
+        unencodable = [0]
+
+        def updates() -> Iterator[tuple[int, bytes]]:
+            for idx in existing:
+                seq = self._next_seq()
+                msg = _encoded(nl.update_message, records[idx], seq)
+                if msg is None:
+                    result.failed.append((records[idx].key, errno.EINVAL))
+                    unencodable[0] += 1
+                    continue
+                useqs[seq] = idx
+                yield seq, msg
+
+        uerrors = self._request(updates())
+        for seq, code in uerrors.items():
+            idx = useqs[seq]
+            if code == errno.ENOENT:
+                result.missing += 1
+            else:
+                result.failed.append((records[idx].key, code))
+        result.updated = len(existing) - len(uerrors) - unencodable[0]
 
     def delete(self, key: FlowKey) -> bool:
         """Remove the entry; False if there was none."""

@@ -208,19 +208,10 @@ class Flows:
         table = self.table
         own = self.own
         excluded = self.config.excluded_protos
-        tombstones = self.tombstones
         for rec in section.items:
             assert isinstance(rec, StateRecord)
             key = rec.key
-            if key.proto in excluded:
-                continue
-            if not 0 <= key.zone <= _MAX_ZONE:
-                # The kernel writer cannot express it (conntrack zones are u16): dropped here,
-                # before it reaches a write batch.
-                out.append(CountDrop(SyncDropReason.BADFIELD, f"zone {key.zone}"))
-                continue
-            if tombstones and (rec.creatorid, rec.id) in tombstones:
-                out.append(CountDrop(SyncDropReason.STALE, "deleted here"))
+            if key.proto in excluded or self._refused(rec, out):
                 continue
             cur = table.get(key)
             owner = own.owner(key, cur is not None)
@@ -257,6 +248,18 @@ class Flows:
             elif table.get(key) != rec:
                 out.append(CountDrop(SyncDropReason.STALE, "tcp state would go back"))
             self._bulk.sweep_keys.discard(key)
+
+    def _refused(self, rec: StateRecord, out: list[Action]) -> bool:
+        """A received full record that must not reach the mirror (counted)."""
+        if not 0 <= rec.key.zone <= _MAX_ZONE:
+            # The kernel writer cannot express it (conntrack zones are u16): dropped here,
+            # before it reaches a write batch.
+            out.append(CountDrop(SyncDropReason.BADFIELD, f"zone {rec.key.zone}"))
+            return True
+        if self.tombstones and (rec.creatorid, rec.id) in self.tombstones:
+            out.append(CountDrop(SyncDropReason.STALE, "deleted here"))
+            return True
+        return False
 
     def _adopt(self, now: float, cur: StateRecord, rec: StateRecord) -> None:
         """Our kernel's state under the peer's identity for it; ours (a re-seed's) retires."""

@@ -10,11 +10,13 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
 
 import pytest
 
 from carpsim.errors import ConfigError
 from carpsim.net.sync_io import source_refusal
+from carpsim.runtime.node_config import load as load_node_config
 from carpsim.runtime.nodeconfig import parse_statesync
 from carpsim.statesync.codec import (
     BulkStatus,
@@ -329,3 +331,31 @@ def test_the_sync_key_is_validated_and_never_echoed() -> None:
         parse_statesync({"interface": "sync0", "key": "short-secret"}, "n1")
     assert exc.value.field == "statesync.key"
     assert "short-secret" not in str(exc.value)
+
+
+def test_the_sync_key_goes_through_the_node_config_loader(tmp_path: Path) -> None:
+    toml = """
+[node]
+name = "node1"
+[[vhid]]
+vhid = 1
+interface = "lan"
+srcip = "192.168.110.251"
+vips = ["192.168.110.254/24"]
+password = "pw"
+[statesync]
+interface = "sync"
+peer = "172.16.1.6"
+key = "%s"
+"""
+    path = tmp_path / "node.toml"
+    path.write_text(toml % KEY.decode())
+    node, config = load_node_config(path)
+    assert node.sync is not None
+    assert node.sync.replicator.key == KEY
+    assert KEY.decode() not in repr(config)
+    path.write_text(toml % "too-short")
+    with pytest.raises(ConfigError) as exc:
+        load_node_config(path)
+    assert exc.value.field == "statesync.key"
+    assert "too-short" not in str(exc.value)
