@@ -186,6 +186,7 @@ class CarpMachine:
         self._config = config
         self._auth = CarpAuth(config.password, config.vhid, config.vips)
         self._md = self._auth.sign(self._cookie)
+        self._strict = config.strict  # (its counter and the peers' freshness carry on)
         self._master_down = timers.master_down_interval(
             config.advbase, config.advskew, deadratio=config.deadratio,
             formula=config.master_down_formula,

@@ -468,6 +468,7 @@ class StateSyncService:
             "ready_changes": list(self.ready_changes),
             "interface": self.config.interface,
             "peer": str(self.config.peer) if self.config.peer else "224.0.0.240",
+            "keyed": self.config.replicator.key is not None,  # (never the key itself)
             "link_up": self._link_usable,
             "creatorid": rep.config.creatorid if rep is not None else None,
             "bulk_phase": rep.bulk_phase.value if rep is not None else None,
