@@ -215,6 +215,8 @@ def to_data(config: Config) -> dict[str, Any]:
         if s.group:
             sync["group"] = True
         sync.update(dict(s.tuning))
+        if s.key is not None:
+            sync["key"] = s.key  # the file needs it; status and logs never see this table
         data["statesync"] = sync
     if c.web is not None:
         data["web"] = {"listen": c.web.listen}

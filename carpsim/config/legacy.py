@@ -41,8 +41,9 @@ SYNC_FLOATS = (
     "ack_delay", "resend_timeout",
 )  # fmt: skip
 SYNC_INTS = ("bulk_frames_per_tick", "bulk_max_tries", "mtu", "creatorid", "sweep_per_interval")
-SYNC_KEYS = {"interface", "peer", "enabled", "group", "demote", "reliable", *SYNC_FLOATS,
-             *SYNC_INTS}  # fmt: skip
+SYNC_KEYS = {"interface", "peer", "enabled", "group", "demote", "reliable", "key",
+             *SYNC_FLOATS, *SYNC_INTS}  # fmt: skip
+SYNC_KEY_LEN = (16, 1024)
 
 
 def node_settings(t: Table) -> NodeSettings:
@@ -173,9 +174,15 @@ def statesync(t: Table) -> StateSync:
         if peer.is_multicast or peer.is_unspecified or peer == IPv4Address("255.255.255.255"):
             raise ConfigError("statesync.peer", f"must be a unicast address, got {peer}")
     tuning = _tuning(t)
+    key = t.text("key")
+    if key is not None and not SYNC_KEY_LEN[0] <= len(key) <= SYNC_KEY_LEN[1]:
+        # the shared sync key (docs/security.md): never echoed, not even here
+        raise ConfigError(
+            "statesync.key", f"must be {SYNC_KEY_LEN[0]}..{SYNC_KEY_LEN[1]} characters"
+        )
     result = StateSync(
         interface=interface, peer=peer, enabled=enabled, group=group,
-        demote=t.integer("demote", 32, hi=255), tuning=tuple(tuning),
+        demote=t.integer("demote", 32, hi=255), tuning=tuple(tuning), key=key,
     )  # fmt: skip
     statesync_replicator(result, "check")
     return result
@@ -211,6 +218,8 @@ def default_creatorid(name: str) -> int:
 def statesync_replicator(sync: StateSync, node_name: str) -> ReplicatorConfig:
     kwargs: dict[str, object] = {"creatorid": default_creatorid(node_name)}
     kwargs.update(dict(sync.tuning))
+    if sync.key is not None:
+        kwargs["key"] = sync.key.encode()
     try:
         return ReplicatorConfig(**kwargs)  # type: ignore[arg-type]
     except ConfigError as exc:

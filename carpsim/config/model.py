@@ -315,6 +315,8 @@ class StateSync:
     demote: int = 32
     tuning: tuple[tuple[str, float | int | bool], ...] = ()
     """The replicator knobs given in the file (flush_interval, mtu, reliable ...)."""
+    key: str | None = field(default=None, repr=False)
+    """The shared sync key (docs/security.md); never in a repr or a log."""
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import errno
 import logging
 import os
 import socket
+import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,19 @@ from carpsim.net.netns import enter_netns
 from carpsim.statesync.events import CtChange, LocalEvent
 from carpsim.statesync.record import FlowKey, StateRecord
 from carpsim.wire import ctnetlink as nl
+
+_T = TypeVar("_T")
+
+
+def _encoded(build: Callable[[_T, int], bytes], item: _T, seq: int) -> bytes | None:
+    """One message, or None if a field does not fit its netlink attribute: the replicator
+    range-checks what it decodes, so this is the last line, and one bad record must not stop
+    the rest of its batch from reaching the kernel (the caller counts it as EINVAL)."""
+    try:
+        return build(item, seq)
+    except (struct.error, ValueError, OverflowError):
+        return None
+
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -304,8 +318,12 @@ class KernelConntrackTable:
         def creates() -> Iterator[tuple[int, bytes]]:
             for i, rec in enumerate(records):
                 seq = self._next_seq()
+                msg = _encoded(nl.create_message, rec, seq)
+                if msg is None:
+                    result.failed.append((rec.key, errno.EINVAL))
+                    continue
                 seqs[seq] = i
-                yield seq, nl.create_message(rec, seq)
+                yield seq, msg
 
         errors = self._request(creates())
         existing: list[int] = []
@@ -318,24 +336,37 @@ class KernelConntrackTable:
             else:
                 result.failed.append((records[idx].key, code))
         result.created = len(records) - len(existing) - len(result.failed)
+        # (failed so far: encode refusals and create errors; update errors come below)
         if existing:
-            useqs: dict[int, int] = {}
-
-            def updates() -> Iterator[tuple[int, bytes]]:
-                for idx in existing:
-                    seq = self._next_seq()
-                    useqs[seq] = idx
-                    yield seq, nl.update_message(records[idx], seq)
-
-            uerrors = self._request(updates())
-            for seq, code in uerrors.items():
-                idx = useqs[seq]
-                if code == errno.ENOENT:
-                    result.missing += 1
-                else:
-                    result.failed.append((records[idx].key, code))
-            result.updated = len(existing) - len(uerrors)
+            self._update_pass(records, existing, result)
         return result
+
+    def _update_pass(
+        self, records: Sequence[StateRecord], existing: list[int], result: BatchResult
+    ) -> None:
+        """Entries that already existed get an update each (counted into `result`)."""
+        useqs: dict[int, int] = {}
+        unencodable = [0]
+
+        def updates() -> Iterator[tuple[int, bytes]]:
+            for idx in existing:
+                seq = self._next_seq()
+                msg = _encoded(nl.update_message, records[idx], seq)
+                if msg is None:
+                    result.failed.append((records[idx].key, errno.EINVAL))
+                    unencodable[0] += 1
+                    continue
+                useqs[seq] = idx
+                yield seq, msg
+
+        uerrors = self._request(updates())
+        for seq, code in uerrors.items():
+            idx = useqs[seq]
+            if code == errno.ENOENT:
+                result.missing += 1
+            else:
+                result.failed.append((records[idx].key, code))
+        result.updated = len(existing) - len(uerrors) - unencodable[0]
 
     def delete(self, key: FlowKey) -> bool:
         """Remove the entry; False if there was none."""
@@ -351,8 +382,12 @@ class KernelConntrackTable:
         def deletes() -> Iterator[tuple[int, bytes]]:
             for i, key in enumerate(keys):
                 seq = self._next_seq()
+                msg = _encoded(nl.delete_message, key, seq)
+                if msg is None:
+                    result.failed.append((key, errno.EINVAL))
+                    continue
                 seqs[seq] = i
-                yield seq, nl.delete_message(key, seq)
+                yield seq, msg
 
         for seq, code in self._request(deletes()).items():
             if code == errno.ENOENT:

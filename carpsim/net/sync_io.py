@@ -5,10 +5,12 @@ header (TTL 255, TOS low-delay, DF) and the destination is the configured unicas
 pfsync group 224.0.0.240 (then multicast TTL 255, no loopback of our own frames).
 
 Receive: a second raw socket that is *not* bound to the interface, with IP_PKTINFO, so a frame
-that arrives elsewhere is seen and counted as ``badif`` instead of silently never arriving. The
-interface is the only check made here; the IPv4 header rules (TTL exactly 255, IHL, protocol)
-are the pure codec's `decode_packet`, and the frame's are the replicator's. Every drop is
-counted by its `SyncDropReason` and logged once.
+that arrives elsewhere is seen and counted as ``badif`` instead of silently never arriving.
+Checked here: the interface, and the sender (docs/security.md): with a unicast peer only that
+address may speak (``badpeer``); with the pfsync group, only addresses on the sync interface's
+subnets that are not our own (``badpeer``; our own: ``loop``). The IPv4 header rules (TTL
+exactly 255, IHL, protocol) are the pure codec's `decode_packet`, and the frame's are the
+replicator's. Every drop is counted by its `SyncDropReason` and logged once.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ import logging
 import socket
 import struct
 from collections import Counter
-from collections.abc import Callable
-from ipaddress import IPv4Address
+from collections.abc import Callable, Iterable
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from carpsim.errors import DecodeError
 from carpsim.statesync.codec import decode_packet
@@ -51,6 +53,26 @@ FrameHandler = Callable[[bytes], None]
 """Called with the pfsync payload (IP header stripped) of every frame that passed the checks."""
 
 
+def source_refusal(
+    src: bytes,
+    peer: IPv4Address | None,
+    own: frozenset[bytes],
+    nets: tuple[IPv4Network, ...],
+) -> SyncDropReason | None:
+    """Why a frame from `src` is not accepted, or None (docs/security.md): ours (`loop`); with a
+    unicast `peer` anything else (`badpeer`); with the group, anything off the sync subnets or
+    their network/broadcast addresses (`badpeer`)."""
+    if src in own:
+        return SyncDropReason.LOOP
+    if peer is not None:
+        return None if src == peer.packed else SyncDropReason.BADPEER
+    addr = IPv4Address(src)
+    for net in nets:
+        if addr in net and addr not in (net.network_address, net.broadcast_address):
+            return None
+    return SyncDropReason.BADPEER
+
+
 class SyncSocket:
     """The raw sockets of one sync interface; `on_frame` gets each accepted pfsync payload."""
 
@@ -61,14 +83,20 @@ class SyncSocket:
         on_frame: FrameHandler,
         *,
         peer: IPv4Address | None = None,
+        local: Iterable[IPv4Interface] = (),
         rcvbuf: int = 8 << 20,
         sndbuf: int = 4 << 20,
     ) -> None:
+        """`local`: the sync interface's own addresses (with prefix): never a peer, and with
+        the multicast group their subnets are where a peer may be."""
         self.ifname = ifname
         self.ifindex = ifindex
         self.dst = peer if peer is not None else PFSYNC_GROUP
         self.multicast = self.dst.is_multicast
         self._on_frame = on_frame
+        local = list(local)
+        self._own = frozenset(i.ip.packed for i in local)
+        self._nets = tuple(i.network for i in local if i.network.prefixlen < 32)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.drops: Counter[str] = Counter()  # by SyncDropReason value
         self.tx_errors: Counter[str] = Counter()
@@ -169,10 +197,18 @@ class SyncSocket:
             )
             return None
         try:
-            return decode_packet(packet).payload
+            pkt = decode_packet(packet)
         except DecodeError as exc:
             self.count_drop(SyncDropReason(exc.reason), exc.detail)
             return None
+        reason = self.refuse_source(pkt.src)
+        if reason is not None:
+            self.count_drop(reason, f"from {IPv4Address(pkt.src)}")
+            return None
+        return pkt.payload
+
+    def refuse_source(self, src: bytes) -> SyncDropReason | None:
+        return source_refusal(src, None if self.multicast else self.dst, self._own, self._nets)
 
     def count_drop(self, reason: SyncDropReason, detail: str = "") -> None:
         """Count a dropped frame (also used for the codec's reasons, so one table holds all)."""

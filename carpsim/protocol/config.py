@@ -54,6 +54,9 @@ class CarpConfig:
     """224.0.0.18, or a unicast peer address."""
     garp_repeat: bool = True
     """Send the second GARP two adverts after takeover (OpenBSD/ucarp behaviour)."""
+    strict: bool = False
+    """Strict mode (protocol/strict.py): a MAC over the whole advert and per-source replay
+    protection on the counter. carpsim-only: ucarp/BSD peers refuse such adverts."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.vhid <= 255:

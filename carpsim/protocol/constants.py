@@ -51,3 +51,5 @@ class DropReason(enum.StrEnum):
     BADAUTH = "badauth"
     LOOP = "loop"
     NOT_CARP = "not_carp"
+    REPLAY = "replay"
+    """Strict mode: an authentic advert whose counter does not move its source forward."""

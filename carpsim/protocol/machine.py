@@ -12,10 +12,11 @@ loop detection free; peers' counters are never checked for monotonicity (§2.5).
 
 from __future__ import annotations
 
+import hmac
 import random
 
 from carpsim.protocol import timers
-from carpsim.protocol.codec import CarpAuth, CarpPacket, build_advert, encode_packet
+from carpsim.protocol.codec import CarpAdvert, CarpAuth, CarpPacket, build_advert, encode_packet
 from carpsim.protocol.config import CarpConfig
 from carpsim.protocol.constants import (
     BOW_OUT_ADVBASE,
@@ -34,6 +35,7 @@ from carpsim.protocol.events import (
     StateChanged,
     Transmit,
 )
+from carpsim.protocol.strict import Freshness, strict_md
 from carpsim.protocol.transitions import BACKUP, INIT, MASTER, CarpInput, Rule, rule
 
 _DEMOTE_MAX = 255
@@ -50,6 +52,9 @@ class CarpMachine:
         self._cookie = rng.getrandbits(64).to_bytes(8, "big")
         # The cookie never changes, so neither does our md: sign once.
         self._md = self._auth.sign(self._cookie)
+        self._strict = config.strict
+        self._strict_seq = 0
+        self._fresh = Freshness()
         self._state = CarpState.INIT
         self._demote = config.demote
         self._skew_demotion = 0
@@ -181,6 +186,7 @@ class CarpMachine:
         self._config = config
         self._auth = CarpAuth(config.password, config.vhid, config.vips)
         self._md = self._auth.sign(self._cookie)
+        self._strict = config.strict  # (its counter and the peers' freshness carry on)
         self._master_down = timers.master_down_interval(
             config.advbase, config.advskew, deadratio=config.deadratio,
             formula=config.master_down_formula,
@@ -196,15 +202,32 @@ class CarpMachine:
         adv = pkt.advert
         if adv.vhid != self._config.vhid:
             return [CountDrop(self._config.vhid, DropReason.BADVHID, f"vhid {adv.vhid}")]
-        if not self._auth.verify(adv.counter, adv.md):
-            return [CountDrop(self._config.vhid, DropReason.BADAUTH, f"from {pkt.src}")]
-        if adv.counter == self._cookie:
-            return [CountDrop(self._config.vhid, DropReason.LOOP, "our own counter cookie")]
         src = str(pkt.src)
+        if self._strict:
+            drop = self._strict_check(adv, src)
+            if drop is not None:
+                return [drop]
+        else:
+            if not self._auth.verify(adv.counter, adv.md):
+                return [CountDrop(self._config.vhid, DropReason.BADAUTH, f"from {pkt.src}")]
+            if adv.counter == self._cookie:
+                return [CountDrop(self._config.vhid, DropReason.LOOP, "our own counter cookie")]
         self._last_advert_at = now
         self._last_advert_src = src
         accepted = AdvertAccepted(self._config.vhid, src, adv.advbase, adv.advskew, adv.demote)
         return [accepted, *self._dispatch(now, CarpInput.ADVERT, "advert", pkt)]
+
+    def _strict_check(self, adv: CarpAdvert, src: str) -> CountDrop | None:
+        cfg = self._config
+        md = strict_md(cfg.password, cfg.vhid, cfg.vips, advskew=adv.advskew,
+                       advbase=adv.advbase, demote=adv.demote, counter=adv.counter)  # fmt: skip
+        if not hmac.compare_digest(md, adv.md):
+            return CountDrop(cfg.vhid, DropReason.BADAUTH, f"strict MAC from {src}")
+        if adv.counter[:4] == self._cookie[:4]:
+            return CountDrop(cfg.vhid, DropReason.LOOP, "our own incarnation")
+        if not self._fresh.fresh(src, adv.counter):
+            return CountDrop(cfg.vhid, DropReason.REPLAY, f"stale counter from {src}")
+        return None
 
     # ---------------------------------------------------------------- dispatch
 
@@ -314,13 +337,19 @@ class CarpMachine:
     def _advert(self, parts: tuple[int, int], demote: int) -> Transmit:
         cfg = self._config
         advbase, advskew = parts
+        counter, md = self._cookie, self._md
+        if self._strict:
+            self._strict_seq = (self._strict_seq + 1) & 0xFFFFFFFF or 1
+            counter = self._cookie[:4] + self._strict_seq.to_bytes(4, "big")
+            md = strict_md(cfg.password, cfg.vhid, cfg.vips, advskew=advskew, advbase=advbase,
+                           demote=demote, counter=counter)  # fmt: skip
         body = build_advert(
             vhid=cfg.vhid,
             advbase=advbase,
             advskew=advskew,
             demote=demote,
-            counter=self._cookie,
-            md=self._md,
+            counter=counter,
+            md=md,
         )
         packet = encode_packet(
             src=cfg.srcip, dst=cfg.dst, ip_id=self._rng.getrandbits(16), advert_bytes=body

@@ -281,7 +281,10 @@ class Node:
     def open_sockets(self) -> None:
         """One CARP socket set per parent, from the injected factory (not yet reading)."""
         for index, parent in self.parents.items():
-            self._sockets[index] = self._socket_factory(parent.name, index, self._packet)
+            sock = self._socket_factory(parent.name, index, self._packet)
+            if isinstance(sock, CarpSocket):  # kernel drops what is no advert of ours
+                sock.restrict_vhids(v for v, rt in self.vhids.items() if rt.parent.index == index)
+            self._sockets[index] = sock
             self._parent_up[index] = parent.usable
 
     def start_machines(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -561,6 +564,9 @@ class Node:
             "pid": os.getpid(),
             "vhids": vhids,
             "drops": dict(self.drops),
+            "rate_limited": sum(
+                s.buckets.dropped for s in self._sockets.values() if isinstance(s, CarpSocket)
+            ),
             "rx_packets": self.rx_packets,
             "tx_packets": self.tx_packets,
             "tx_errors": dict(self.tx_errors),

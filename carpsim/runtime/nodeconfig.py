@@ -110,8 +110,9 @@ _SYNC_FLOATS = (
     "ack_delay", "resend_timeout",
 )  # fmt: skip
 _SYNC_INTS = ("bulk_frames_per_tick", "bulk_max_tries", "mtu", "creatorid", "sweep_per_interval")
-_SYNC_KEYS = {"interface", "peer", "enabled", "group", "demote", "reliable", *_SYNC_FLOATS,
-              *_SYNC_INTS}  # fmt: skip
+_SYNC_KEYS = {"interface", "peer", "enabled", "group", "demote", "reliable", "key",
+              *_SYNC_FLOATS, *_SYNC_INTS}  # fmt: skip
+MAX_SYNC_KEY = 1024
 
 
 def default_creatorid(name: str) -> int:
@@ -162,6 +163,12 @@ def parse_statesync(table: Mapping[str, Any], node_name: str) -> StateSyncConfig
             raise ConfigError(f"statesync.{key}", problem)
     if "reliable" in table:
         kwargs["reliable"] = _typed(table, "reliable", bool, where, True)
+    if "key" in table:
+        # The shared sync key (docs/security.md): never echoed, not even in this error.
+        secret = _typed(table, "key", str, where, "")
+        if not 16 <= len(secret) <= MAX_SYNC_KEY:
+            raise ConfigError("statesync.key", f"must be 16..{MAX_SYNC_KEY} characters")
+        kwargs["key"] = secret.encode()
     try:
         replicator = ReplicatorConfig(**kwargs)
     except ConfigError as exc:
@@ -181,6 +188,7 @@ _NODE_KEYS = {
     "shutdown_scripts",
 }
 _CARP_KEYS = {
+    "strict",
     "password",
     "advbase",
     "advskew",
@@ -240,6 +248,7 @@ def build_vhid(
     demote: int = 0,
     real_mac: bool = False,
     peer: str | None = None,
+    strict: bool = False,
     where: str = "vhid",
 ) -> VhidSpec:
     """Validate one VHID (shared by the TOML loader and the ``carpsim carp`` flags)."""
@@ -280,6 +289,7 @@ def build_vhid(
             master_down_formula=_formula(master_down_formula, f"{where}.master_down_formula"),
             demote=demote,
             dst=peer_ip if peer_ip is not None else CARP_GROUP_V4,
+            strict=strict,
         )
     except ConfigError as exc:
         raise ConfigError(f"{where}.{exc.field}", exc.message) from exc
@@ -371,6 +381,7 @@ def parse(data: Mapping[str, Any]) -> NodeConfig:  # noqa: C901 - a flat schema 
                 demote=pick("demote", int, 0),
                 real_mac=pick("real_mac", bool, False),
                 peer=_typed(table, "peer", str, where, None),
+                strict=pick("strict", bool, False),
                 where=where,
             )
         )

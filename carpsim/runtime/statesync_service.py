@@ -38,7 +38,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import replace
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +114,7 @@ class StateSyncService:
         self.replicator: Replicator | None = None
         self.table: KernelConntrackTable | None = None
         self.sock: SyncSocket | None = None
+        self._local_addrs: list[IPv4Interface] = []
         self._driver: Driver[Action] | None = None
         self._watcher: LinkWatcher | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -152,7 +153,8 @@ class StateSyncService:
         if link is None:
             raise ConfigError("statesync.interface", f"no such interface: {self.config.interface}")
         self.link = link
-        addrs = {str(a.ip) for a in links.ipv4_addresses(link.index)}
+        self._local_addrs = links.ipv4_addresses(link.index)
+        addrs = {str(a.ip) for a in self._local_addrs}
         if self.config.peer is not None:
             addrs.add(str(self.config.peer))
         rcfg = replace(
@@ -179,7 +181,9 @@ class StateSyncService:
         self._dumper = DumpWorker(exclude, loop, self._dump_chunk)
         self._dumper.start()
         peer = None if self.config.peer is None else IPv4Address(self.config.peer)
-        self.sock = SyncSocket(self.link.name, self.link.index, self._frame, peer=peer)
+        self.sock = SyncSocket(
+            self.link.name, self.link.index, self._frame, peer=peer, local=self._local_addrs
+        )
         self._driver = Driver(self.replicator, self.execute, loop)
         loop.add_reader(self.table.fileno(), self._ct_readable)
         self.sock.start(loop)
@@ -464,6 +468,7 @@ class StateSyncService:
             "ready_changes": list(self.ready_changes),
             "interface": self.config.interface,
             "peer": str(self.config.peer) if self.config.peer else "224.0.0.240",
+            "keyed": self.config.replicator.key is not None,  # (never the key itself)
             "link_up": self._link_usable,
             "creatorid": rep.config.creatorid if rep is not None else None,
             "bulk_phase": rep.bulk_phase.value if rep is not None else None,

@@ -116,12 +116,16 @@ class BulkRequester:
         self.sweep_creator = creatorid
         self.sweep_keys = candidates
 
-    def end_seen(self, creatorid: int) -> tuple[list[FlowKey], bool]:
-        """BUS END: (held states the transfer did not mention, whether our request completed)."""
-        stale = list(self.sweep_keys) if self.sweep_creator == creatorid else []
+    def end_seen(self, creatorid: int) -> tuple[list[FlowKey], bool] | None:
+        """BUS END: (held states the transfer did not mention, whether our request completed);
+        None if no BUS START of `creatorid` opened a transfer (refused: one such frame used to
+        mark a waiting node ready with an empty table and lift its CARP demotion)."""
+        if self.sweep_creator != creatorid:
+            return None
+        stale = list(self.sweep_keys)
         self.sweep_creator = None
         self.sweep_keys = set()
-        if self.phase not in _ACTIVE:
+        if self.phase is not BulkPhase.RECEIVING:
             return stale, False
         self.phase = BulkPhase.DONE
         self.deadline = None
@@ -131,14 +135,16 @@ class BulkRequester:
 class BulkServer:
     """Our side as the sender of a bulk (requested by the peer, or pushed after loss)."""
 
-    __slots__ = ("_cfg", "_keys", "_pos", "at", "count", "pushed", "started")
+    __slots__ = ("_cfg", "_keys", "_pos", "at", "count", "deferred", "pushed", "started")
 
     def __init__(self, config: ReplicatorConfig) -> None:
         self._cfg = config
+        self.deferred = False
+        """A request arrived within `bulk_min_interval` of the last start: served then."""
         self._keys: list[FlowKey] | None = None
         self._pos = 0
         self.at = 0.0
-        self.started = 0.0
+        self.started = -1e18
         self.pushed = False
         self.count = 0
 
@@ -147,12 +153,26 @@ class BulkServer:
         return self._keys is not None
 
     def next_deadline(self) -> float | None:
-        return self.at if self._keys is not None else None
+        if self._keys is not None:
+            return self.at
+        return self.started + self._cfg.bulk_min_interval if self.deferred else None
+
+    def admit(self, now: float) -> bool:
+        """A bulk request: True to start now. One in flight answers every request (the
+        requester only needs one BUS START..END); within `bulk_min_interval` of the last
+        start it is deferred to then, so a flood of requests costs one bulk per interval."""
+        if self._keys is not None:
+            return False
+        if now < self.started + self._cfg.bulk_min_interval:
+            self.deferred = True
+            return False
+        return True
 
     def start(self, now: float, keys: list[FlowKey], *, pushed: bool) -> bytes:
         """Snapshot `keys`; returns the BUS START section (the first tick follows at once)."""
         self._keys = keys
         self._pos = 0
+        self.deferred = False
         self.started = now
         self.pushed = pushed
         self.count = 0

@@ -221,7 +221,9 @@ def unpack_state(data: bytes | memoryview, off: int = 0) -> StateRecord:
         raise DecodeError(SyncDropReason.BADTIMEOUT, f"timeout class {tclass}")
     tcp = PEERS_TO_TCP.get((slevel, dlevel))
     return StateRecord(
-        FlowKey(proto, src, sport, dst, dport, zone),
+        # pf's "no routing table" is -1; other values outside a conntrack zone's 0..65535
+        # decode as they are and are refused (badfield) before they reach the kernel.
+        FlowKey(proto, src, sport, dst, dport, 0 if zone == -1 else zone),
         creatorid,
         sid,
         (wsrc, wp0) if wp0 != sport or wsrc != src else None,

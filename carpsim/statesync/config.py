@@ -15,15 +15,18 @@ from carpsim.statesync.constants import (
     XSEQ_LEN,
 )
 
+XAUTH_LEN = 32
+
 IPV4_HEADER = 20
 _POSITIVE_FLOATS = (
     "flush_interval", "bulk_tick", "bulk_retry_interval", "bulk_timeout",
     "refresh_interval", "ack_delay", "resend_timeout", "nack_interval", "echo_window",
-    "tombstone_window",
+    "tombstone_window", "bulk_min_interval",
 )  # fmt: skip
 _POSITIVE_INTS = (
     "bulk_frames_per_tick", "bulk_max_tries", "ack_every", "resend_burst",
     "resend_queue_frames", "reorder_window", "refresh_max_per_interval",
+    "reorder_window_bytes", "echoes_per_key", "tombstone_max",
 )  # fmt: skip
 
 
@@ -68,7 +71,17 @@ class ReplicatorConfig:
     nack_interval: float = 0.1
     """Minimum spacing of repeated NACKs for the same gap."""
     reorder_window: int = 8192
-    """Out-of-order frames held back at most; beyond that the gap is abandoned (re-requested)."""
+    """Out-of-order frames held back at most: a frame further ahead is dropped (`window`) and
+    comes again by NACK/RTO."""
+    reorder_window_bytes: int = 16 << 20
+    """...and at most this many bytes of them (2,000 held 64 KiB frames once took 900 MiB)."""
+    bulk_min_interval: float = 1.0
+    """A bulk we serve starts at most this often; requests meanwhile coalesce into one (a frame
+    of repeated UPD_REQ 0/0 used to restart the bulk once per record)."""
+    echoes_per_key: int = 8
+    """Expected kernel echoes kept per key (oldest dropped first, counted `echo_overflow`)."""
+    tombstone_max: int = 1 << 18
+    """Deleted identities remembered at most (oldest forgotten first, `tombstone_overflow`)."""
     echo_window: float = 5.0
     """How long a kernel event matching one of our own installs/removals counts as its echo."""
     tombstone_window: float = 30.0
@@ -77,6 +90,9 @@ class ReplicatorConfig:
     """Never replicate states of these IP protocols (the sync traffic itself)."""
     excluded_addresses: frozenset[str] = frozenset()
     """Never replicate states with one of these addresses as endpoint (sync link addresses)."""
+    key: bytes | None = field(default=None, repr=False)
+    """Shared sync key: every frame sealed with an XAUTH HMAC (statesync/auth.py); None =
+    plain pfsync frames. Never logged (repr=False) nor shown in status."""
 
     def __post_init__(self) -> None:
         if not 0 < self.creatorid <= 0xFFFFFFFF:
@@ -91,6 +107,8 @@ class ReplicatorConfig:
                 raise ConfigError(name, "must be >= 1")
         if self.sweep_per_interval < 0:
             raise ConfigError("sweep_per_interval", "must be >= 0")
+        if self.key is not None and not self.key:
+            raise ConfigError("key", "must not be empty")
         for addr in self.excluded_addresses:
             try:
                 ip_address(addr)
@@ -105,6 +123,7 @@ class ReplicatorConfig:
             - HEADER_LEN
             - SUBHEADER_LEN
             - (SUBHEADER_LEN + XSEQ_LEN if self.reliable else 0)
+            - (SUBHEADER_LEN + XAUTH_LEN if self.key else 0)
         )
 
     def states_per_frame(self) -> int:

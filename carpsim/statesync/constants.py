@@ -48,6 +48,7 @@ class Act(enum.IntEnum):
     # carpsim extension (docs/statesync-protocol.md): only ever sent between carpsim nodes.
     XSEQ = 0xF0
     XNACK = 0xF1
+    XAUTH = 0xF2  # keyed mode only (statesync/auth.py)
 
 
 XSEQ_LEN = 24
@@ -74,6 +75,7 @@ RECORD_LEN: dict[int, int] = {
     Act.UPD: STATE_1400_LEN,
     Act.XSEQ: XSEQ_LEN,
     Act.XNACK: XNACK_LEN,
+    Act.XAUTH: 32,
 }
 
 
@@ -130,7 +132,6 @@ class SyncDropReason(enum.StrEnum):
     BADDIR = "baddir"
     BADSTATE = "badstate"
     BADTIMEOUT = "badtimeout"
-    BADBUS = "badbus"
     BADEXT = "badext"
     LOOP = "loop"
     DUPLICATE = "duplicate"
@@ -138,3 +139,22 @@ class SyncDropReason(enum.StrEnum):
     COLLISION = "collision"
     LINK_DOWN = "link_down"
     WINDOW = "window"
+    """Further ahead than the reorder window (seqs or bytes): not held, comes again."""
+    BADACK = "badack"
+    """An XSEQ ACK covering seqs we never sent: not obeyed."""
+    BADNACK = "badnack"
+    """An XNACK range above the last seq we sent: not obeyed."""
+    RESYNC = "resync"
+    """The sender's `oldest` lies far below our position: re-based on it (a forged skip)."""
+    BADPEER = "badpeer"
+    """From an address that is not the configured sync peer (or, with the group, not on the
+    sync subnet)."""
+    BADAUTH = "badauth"
+    """Keyed mode: no, or a wrong, authentication subheader."""
+    REPLAY = "replay"
+    """Keyed mode: an authenticated frame seen before (or older than the replay window)."""
+    NOTYOURS = "notyours"
+    """A DEL_C naming a state only this node drives: not obeyed (only our kernel ends it)."""
+    BADFIELD = "badfield"
+    """A state field out of range for the kernel (zone beyond 0..65535...): record dropped."""
+    BADBUS = "badbus"

@@ -31,6 +31,7 @@ from carpsim.statesync.table import InMemoryStateTable
 _INS = Act.INS
 _UPD = Act.UPD
 _DRIVEN = (Owner.LOCAL, Owner.CLAIMED)
+_MAX_ZONE = 0xFFFF
 
 
 @dataclass
@@ -94,8 +95,8 @@ class Flows:
         self.first_id = first_id
         self.next_id = first_id
         self.synced_id: int | None = None
-        self.echoes = Echoes(config.echo_window)
-        self.tombstones = Tombstones(config.tombstone_window)
+        self.echoes = Echoes(config.echo_window, config.echoes_per_key)
+        self.tombstones = Tombstones(config.tombstone_window, config.tombstone_max)
         self._excluded = config.excluded_raw()
 
     def _count(self, name: str, n: int = 1) -> None:
@@ -111,6 +112,8 @@ class Flows:
         self.own.settle()
         self.echoes.expire(now)
         self.tombstones.expire(now)
+        self.stats["echo_overflow"] = self.echoes.overflow
+        self.stats["tombstone_overflow"] = self.tombstones.overflow
 
     def forget_stale(self, now: float, stale: list[FlowKey], out: list[Action]) -> None:
         """BUS END: held states of that creator its bulk did not mention were deleted there."""
@@ -205,14 +208,10 @@ class Flows:
         table = self.table
         own = self.own
         excluded = self.config.excluded_protos
-        tombstones = self.tombstones
         for rec in section.items:
             assert isinstance(rec, StateRecord)
             key = rec.key
-            if key.proto in excluded:
-                continue
-            if tombstones and (rec.creatorid, rec.id) in tombstones:
-                out.append(CountDrop(SyncDropReason.STALE, "deleted here"))
+            if key.proto in excluded or self._refused(rec, out):
                 continue
             cur = table.get(key)
             owner = own.owner(key, cur is not None)
@@ -249,6 +248,18 @@ class Flows:
             elif table.get(key) != rec:
                 out.append(CountDrop(SyncDropReason.STALE, "tcp state would go back"))
             self._bulk.sweep_keys.discard(key)
+
+    def _refused(self, rec: StateRecord, out: list[Action]) -> bool:
+        """A received full record that must not reach the mirror (counted)."""
+        if not 0 <= rec.key.zone <= _MAX_ZONE:
+            # The kernel writer cannot express it (conntrack zones are u16): dropped here,
+            # before it reaches a write batch.
+            out.append(CountDrop(SyncDropReason.BADFIELD, f"zone {rec.key.zone}"))
+            return True
+        if self.tombstones and (rec.creatorid, rec.id) in self.tombstones:
+            out.append(CountDrop(SyncDropReason.STALE, "deleted here"))
+            return True
+        return False
 
     def _adopt(self, now: float, cur: StateRecord, rec: StateRecord) -> None:
         """Our kernel's state under the peer's identity for it; ours (a re-seed's) retires."""
@@ -304,17 +315,25 @@ class Flows:
                 # The peer saw the flow progress, or forwards it while we stopped (failover).
                 if own.hand_over(key):
                     self._count("handovers_rx")
-            elif rule.effect is Effect.KEEP_DRIVING and applied:
+            elif rule.effect is Effect.KEEP_DRIVING:
                 # Both drive it (an idle peer's sweep, or both forward it): we keep driving,
-                # with the peer's timeout as the latest reading.
-                own.drive(key, now)
+                # with the peer's timeout as the latest reading; the peer's delete counts now.
+                own.shared[key] = None
+                if applied:
+                    own.drive(key, now)
 
     def on_del_c(self, now: float, section: Section, ch: Changes, out: list[Action]) -> None:
         for ref in section.items:
             assert isinstance(ref, StateRef)
             cur = self.table.by_id(ref.creatorid, ref.id)
-            if cur is not None:
-                self._peer_forget(cur.key, FlowInput.PEER_DELETE, ch)
+            if cur is None:
+                continue
+            key = cur.key
+            inp = FlowInput.PEER_DELETE
+            if key in self.own.local and key not in self.own.shared:
+                inp = FlowInput.PEER_DELETE_UNSHARED
+                out.append(CountDrop(SyncDropReason.NOTYOURS, "DEL_C of a state we drive"))
+            self._peer_forget(key, inp, ch)
 
     def on_clr(self, now: float, section: Section, ch: Changes, out: list[Action]) -> None:
         for clr in section.items:

@@ -18,6 +18,7 @@ from carpsim.statesync.config import ReplicatorConfig
 from carpsim.statesync.constants import UPDC_TRAFFIC, Act
 from carpsim.statesync.ownership import Ident, Ownership
 from carpsim.statesync.record import FlowKey
+from carpsim.statesync.serial import seq_next
 from carpsim.statesync.table import InMemoryStateTable
 
 
@@ -133,7 +134,7 @@ class Outbox:
         self.stats["refresh_sent"] = self.stats.get("refresh_sent", 0) + len(records)
         bodies = codec.pack_frames([(Act.UPD_C, records)], self._budget)
         # the last refresh frame's seq (plain mode: no ACKs, a claim settles at once)
-        last = next_seq + len(bodies) - 1 if next_seq is not None else 0
+        last = seq_next(next_seq, len(bodies) - 1) if next_seq is not None else 0
         for k in claimed:
             own.claims[k] = last
         return bodies

@@ -25,6 +25,7 @@ import enum
 from dataclasses import dataclass
 
 from carpsim.statesync.record import FlowKey, TcpState
+from carpsim.statesync.serial import seq_le
 
 Ident = tuple[int, int]
 """(creatorid, id): a state's cluster-wide pfsync identity."""
@@ -64,7 +65,10 @@ class FlowInput(enum.Enum):
     PEER_REFRESH = "peer_refresh"
     """A compressed update without progress or traffic (an idle peer's sweep)."""
     PEER_DELETE = "peer_delete"
-    """DEL_C of the state's identity."""
+    """DEL_C of the state's identity (for a state we drive: one the peer has shown it drives
+    too, by a refresh we kept driving through)."""
+    PEER_DELETE_UNSHARED = "peer_delete_unshared"
+    """DEL_C naming a state only we drive: the peer never reported forwarding it."""
     PEER_CLEAR = "peer_clear"
     """CLR of the state's creator."""
 
@@ -146,8 +150,8 @@ def _build() -> dict[tuple[Owner, FlowInput], Rule]:
             e.ANNOUNCE, LOCAL, CLAIMED, why="our kernel moved it: we drive"
         )
         t[own, i.LOCAL_TRAFFIC] = _rule(e.CLAIM, CLAIMED, why="we forward it")
-        t[own, i.PEER_DELETE] = _rule(e.FORGET, ABSENT, why="the creator ended it")
-        t[own, i.PEER_CLEAR] = _rule(e.FORGET, ABSENT, why="the creator cleared its states")
+    t[PEER, i.PEER_DELETE] = _rule(e.FORGET, ABSENT, why="the owner ended it")
+    t[PEER, i.PEER_CLEAR] = _rule(e.FORGET, ABSENT, why="the owner cleared its states")
     # PEER: the peer decides; every record of it is applied by the pfsync rules.
     t[PEER, i.LOCAL_DELETE] = _rule(e.FORGET, ABSENT, why="expiry of the peer's copy")
     t[PEER, i.PEER_STATE] = _rule(e.APPLY, PEER, why="the owner's news")
@@ -156,9 +160,19 @@ def _build() -> dict[tuple[Owner, FlowInput], Rule]:
     t[PEER, i.PEER_KNOWN] = _never(PEER, "only checked against a state of ours")
     for inp in (i.PEER_PROGRESS, i.PEER_TRAFFIC, i.PEER_REFRESH):
         t[PEER, inp] = _rule(e.APPLY, PEER, why="the owner's refresh")
+    t[PEER, i.PEER_DELETE_UNSHARED] = _never(PEER, "only states we drive are unshared")
+    t[ABSENT, i.PEER_DELETE_UNSHARED] = _never(ABSENT, "only states we drive are unshared")
     # LOCAL and CLAIMED: ours unless the peer shows it drives the flow now.
     for own in DRIVEN:
         t[own, i.LOCAL_DELETE] = _rule(e.RETIRE, ABSENT, why="ours ended: DEL_C")
+        # Our kernel forwards the flow, so only our kernel ends it. One DEL_C (or CLR) naming
+        # our ids used to delete live connections here; ignored, the state either lives on
+        # (and our refresh re-announces it) or our kernel expires it and our DEL_C goes out.
+        # When both forward the flow (a refresh we kept driving through) either one's delete
+        # ends it on both, or it would outlive its end on one node.
+        t[own, i.PEER_DELETE_UNSHARED] = _rule(e.IGNORE, own, why="only we drive it")
+        t[own, i.PEER_DELETE] = _rule(e.FORGET, ABSENT, why="both drove it: the peer ended it")
+        t[own, i.PEER_CLEAR] = _rule(e.IGNORE, own, why="we drive it: our kernel decides")
         t[own, i.PEER_STATE] = _rule(e.HAND_OVER, PEER, why="the peer saw it progress")
         t[own, i.PEER_COPY] = _rule(e.REFUSE, own, why="our own state coming back")
         t[own, i.PEER_LOSER] = _rule(e.REFUSE, own, why="split brain: the larger id wins")
@@ -195,17 +209,30 @@ class Echoes:
     one arrives the mirror may have moved on; matching it here keeps it from being mistaken for
     a new local flow (and replicated back as a zombie)."""
 
-    __slots__ = ("_by_key", "window")
+    __slots__ = ("_by_key", "overflow", "per_key", "window")
 
-    def __init__(self, window: float) -> None:
+    def __init__(self, window: float, per_key: int = 8) -> None:
         self.window = window
+        self.per_key = per_key
         self._by_key: dict[FlowKey, list[Echo]] = {}
+        self.overflow = 0
+        """Echoes forgotten because a key had `per_key` already (a stream of updates for one
+        key once grew its list to 50,000 entries). The kernel reports our writes of a key in
+        order, so only the newest ones can still come; an older echo that does arrive is
+        taken for a local change and re-sent once, which the apply rules make harmless."""
 
     def __len__(self) -> int:
         return len(self._by_key)
 
     def expect(self, key: FlowKey, echo: Echo) -> None:
-        self._by_key.setdefault(key, []).append(echo)
+        expected = self._by_key.setdefault(key, [])
+        expected.append(echo)
+        if len(expected) > self.per_key:
+            del expected[0]
+            self.overflow += 1
+
+    def entries(self) -> int:
+        return sum(len(v) for v in self._by_key.values())
 
     def consume(self, now: float, key: FlowKey, echo: Echo) -> bool:
         """True (and dropped with every older one) if `echo` matches an expected one."""
@@ -235,10 +262,14 @@ class Tombstones:
     """Identities we deleted locally -> when: a record for one of them that crossed our DEL_C
     on the wire (e.g. in the peer's bulk) must not resurrect the state here."""
 
-    __slots__ = ("_when", "window")
+    __slots__ = ("_when", "limit", "overflow", "window")
 
-    def __init__(self, window: float) -> None:
+    def __init__(self, window: float, limit: int = 1 << 18) -> None:
         self.window = window
+        self.limit = limit
+        self.overflow = 0
+        """Identities forgotten before their window ended (more than `limit` deletes within
+        one window): such an identity coming back from the peer would be accepted again."""
         self._when: dict[Ident, float] = {}
 
     def __len__(self) -> int:
@@ -251,7 +282,12 @@ class Tombstones:
         return ident in self._when
 
     def add(self, ident: Ident, now: float) -> None:
-        self._when[ident] = now
+        tomb = self._when
+        tomb.pop(ident, None)  # re-added: moves to the end, keeping insertion = time order
+        tomb[ident] = now
+        if len(tomb) > self.limit:
+            del tomb[next(iter(tomb))]
+            self.overflow += 1
 
     def expire(self, now: float) -> None:
         horizon = now - self.window
@@ -266,7 +302,7 @@ class Tombstones:
 class Ownership:
     """Per-key bookkeeping of the states we drive; `owner()` reads the implicit state back."""
 
-    __slots__ = ("announce", "claims", "local", "peer_ack", "traffic")
+    __slots__ = ("announce", "claims", "local", "peer_ack", "shared", "traffic")
 
     def __init__(self) -> None:
         self.local: dict[FlowKey, float] = {}
@@ -278,6 +314,8 @@ class Ownership:
         mode: no ACKs, a claim settles at once)."""
         self.announce: dict[FlowKey, int] = {}
         """Keys whose full state is due (Act.INS or Act.UPD), coalesced until the next flush."""
+        self.shared: dict[FlowKey, None] = {}
+        """Keys we drive that the peer reported driving too (KEEP_DRIVING): its DEL_C counts."""
         self.peer_ack = 0
         """The peer's cumulative ACK of our stream: everything up to it was processed there."""
 
@@ -297,7 +335,7 @@ class Ownership:
         seq = self.claims.get(key)
         if seq is None:
             return False
-        if seq <= self.peer_ack:
+        if seq_le(seq, self.peer_ack):
             del self.claims[key]
             return False
         return True
@@ -310,6 +348,7 @@ class Ownership:
         self.traffic.pop(key, None)
         self.claims.pop(key, None)
         self.announce.pop(key, None)
+        self.shared.pop(key, None)
         return self.local.pop(key, None) is not None
 
     def hand_over(self, key: FlowKey) -> bool:
@@ -320,10 +359,11 @@ class Ownership:
         """
         self.claims.pop(key, None)
         self.traffic.pop(key, None)
+        self.shared.pop(key, None)
         return self.local.pop(key, None) is not None
 
     def settle(self) -> None:
         """Drop claims the peer has processed (called on the refresh tick)."""
         ack = self.peer_ack
-        for k in [k for k, seq in self.claims.items() if seq <= ack]:
+        for k in [k for k, seq in self.claims.items() if seq_le(seq, ack)]:
             del self.claims[k]

@@ -10,12 +10,19 @@ Differences from FT-FW, and why:
   less skips the gap at once instead of NACKing forever; the sender, which knows it abandoned
   unacknowledged data, covers the loss with a bulk push.
 * A new sender epoch (peer restart or first contact) re-bases the receiver on `oldest`.
+
+Every comparison is serial (`serial.py`, RFC 1982), and every number a peer sends is checked
+against what it can truthfully say (docs/statesync-protocol.md §3, "Windows"): an ACK or a NACK
+naming seqs we never sent is dropped and counted, not obeyed, and a frame further ahead than
+the reorder window is not held. Without a shared key those checks bound what one forged frame
+can cost; they cannot authenticate the peer (keyed mode does).
 """
 
 from __future__ import annotations
 
 from carpsim.statesync.codec import Frame, NackRange, SeqHeader
 from carpsim.statesync.constants import SyncDropReason
+from carpsim.statesync.serial import seq_diff, seq_le, seq_lt, seq_next
 
 
 class ReliableSender:
@@ -23,11 +30,11 @@ class ReliableSender:
 
     __slots__ = ("_backoff", "_queue", "abandoned", "capacity", "epoch", "next_seq", "rto_deadline")
 
-    def __init__(self, epoch: int, capacity: int) -> None:
+    def __init__(self, epoch: int, capacity: int, first_seq: int = 1) -> None:
         self.epoch = epoch
         self.capacity = capacity
-        self.next_seq = 1
-        # seq -> [body, last_sent, resent]; insertion order = seq order
+        self.next_seq = first_seq
+        # seq -> [body, last_sent, resent]; insertion order = seq order (also across the wrap)
         self._queue: dict[int, list[object]] = {}
         self.abandoned = False
         """Unacknowledged frames were dropped since the last `take_abandoned()`."""
@@ -41,9 +48,14 @@ class ReliableSender:
     def oldest(self) -> int:
         return next(iter(self._queue)) if self._queue else self.next_seq
 
+    @property
+    def top(self) -> int:
+        """The last seq sent (what a truthful ACK or NACK can name at most)."""
+        return seq_next(self.next_seq, -1)
+
     def push(self, body: bytes, now: float, rto: float) -> int:
         seq = self.next_seq
-        self.next_seq = seq + 1 if seq < 0xFFFFFFFF else 1
+        self.next_seq = seq_next(seq)
         self._queue[seq] = [body, now, False]
         if len(self._queue) > self.capacity:
             del self._queue[next(iter(self._queue))]
@@ -56,14 +68,22 @@ class ReliableSender:
         entry = self._queue.get(seq)
         return None if entry is None else entry[0]  # type: ignore[return-value]
 
+    def ack_valid(self, ack: int) -> bool:
+        """An ACK may not cover a seq we have not sent (a forged `ack = 0xFFFFFFFF` would
+        release the whole resend queue without the peer having anything)."""
+        return ack == 0 or seq_le(ack, self.top)
+
     def on_ack(self, ack_epoch: int, ack: int, now: float, rto: float) -> int:
-        """Drop frames up to `ack` (cumulative); returns how many were released."""
+        """Drop frames up to `ack` (cumulative); returns how many were released, -1 if the
+        ACK names a seq we never sent (dropped, the caller counts it)."""
         if ack_epoch != self.epoch or ack == 0:
             return 0
+        if not self.ack_valid(ack):
+            return -1
         released = 0
         while self._queue:
             first = next(iter(self._queue))
-            if first > ack:
+            if seq_lt(ack, first):
                 break
             del self._queue[first]
             released += 1
@@ -74,6 +94,12 @@ class ReliableSender:
             self.rto_deadline = now + rto
         return released
 
+    def nack_valid(self, ranges: list[NackRange]) -> bool:
+        """Every range ends at or below the last seq sent (a receiver learns of a hole only
+        from a later frame, so it cannot name seqs we never sent)."""
+        top = self.top
+        return all(seq_le(r.last, top) for r in ranges)
+
     def on_nack(self, ranges: list[NackRange], now: float, limit: int, holdoff: float) -> list[int]:
         """Seqs to re-send now for these NACK ranges (those still queued, at most `limit`).
 
@@ -83,20 +109,22 @@ class ReliableSender:
         A receiver only knows seq L is missing once it holds L+1, and it lists every gap below
         its highest held frame, so queued frames up to the last range's end + 1 that no range
         names have arrived: they are released like acknowledged ones (a selective ACK).
+        The caller checks `nack_valid` first: a NACK above the top would release everything.
         """
-        if not ranges:
+        if not ranges or not self._queue:
             return []
-        top = max(r.last for r in ranges) + 1
+        base = self.oldest
+        top = seq_next(max((r.last for r in ranges), key=lambda s: seq_diff(s, base)))
         missing: set[int] = set()
         for r in ranges:
             if r.last - r.first < len(self._queue):
                 missing.update(range(r.first, r.last + 1))
             else:
                 missing.update(s for s in self._queue if r.first <= s <= r.last)
-        for seq in [s for s in self._queue if s <= top and s not in missing]:
+        for seq in [s for s in self._queue if seq_le(s, top) and s not in missing]:
             del self._queue[seq]
         out: list[int] = []
-        for seq in sorted(missing):
+        for seq in sorted(missing, key=lambda s: seq_diff(s, base)):
             entry = self._queue.get(seq)
             if entry is None:
                 continue
@@ -107,6 +135,8 @@ class ReliableSender:
             out.append(seq)
             if len(out) >= limit:
                 break
+        if not self._queue:
+            self.rto_deadline = None
         return out
 
     def due(self, now: float, rto: float, limit: int) -> list[int]:
@@ -146,82 +176,123 @@ class ReliableSender:
 
 
 class ReliableReceiver:
-    """Tracks the peer's stream: in-order delivery, ACK/NACK bookkeeping."""
+    """Tracks the peer's stream: in-order delivery, ACK/NACK bookkeeping.
 
-    __slots__ = ("ack_due", "expected", "held", "nack_due", "peer_epoch", "unacked", "window")
+    Bounds: at most `window` frames and `window_bytes` bytes are held out of order; a frame
+    further ahead than `window` seqs, or one that would exceed the byte bound, is dropped
+    (counted `window`) and comes again by NACK or RTO: the sender still has it, or it gave it
+    up and says so in `oldest`.
+    """
 
-    def __init__(self, window: int) -> None:
+    __slots__ = (
+        "ack_due",
+        "expected",
+        "held",
+        "held_bytes",
+        "nack_due",
+        "peer_epoch",
+        "resyncs",
+        "slack",
+        "unacked",
+        "window",
+        "window_bytes",
+    )
+
+    def __init__(self, window: int, window_bytes: int = 1 << 62, slack: int | None = None) -> None:
         self.window = window
+        self.window_bytes = window_bytes
+        self.slack = slack if slack is not None else 2 * window
+        """How far `oldest` may lag behind what we delivered before the streams disagree."""
         self.peer_epoch = 0
+        self.resyncs = 0
+        """Times the sender's `oldest` contradicted our position and we re-based on it."""
         self.expected = 1
-        self.held: dict[int, Frame] = {}
+        self.held: dict[int, tuple[Frame, int]] = {}
+        self.held_bytes = 0
         self.unacked = 0
         self.ack_due: float | None = None
         self.nack_due: float | None = None
 
     @property
     def ack(self) -> int:
-        return self.expected - 1
+        return seq_next(self.expected, -1)
+
+    def _rebase(self, oldest: int) -> None:
+        self.expected = oldest or 1
+        self.held.clear()
+        self.held_bytes = 0
 
     def accept(
-        self, hdr: SeqHeader, frame: Frame, now: float, ack_delay: float
+        self, hdr: SeqHeader, frame: Frame, now: float, ack_delay: float, size: int = 0
     ) -> tuple[list[Frame], int | None, SyncDropReason | None]:
         """Returns (frames to process in order, previous epoch if re-based, drop reason)."""
         rebased: int | None = None
         if hdr.epoch != self.peer_epoch:
             rebased = self.peer_epoch
             self.peer_epoch = hdr.epoch
-            self.expected = max(hdr.oldest, 1)
-            self.held.clear()
+            self._rebase(hdr.oldest)
         out: list[Frame] = []
-        if hdr.oldest > self.expected:
+        lag = seq_diff(self.expected, hdr.oldest)
+        if lag < 0:
             # The sender gave these up; it pushes a bulk to cover them.
             self.expected = hdr.oldest
-            self.held = {s: f for s, f in self.held.items() if s >= self.expected}
+            self.held = {s: f for s, f in self.held.items() if seq_le(self.expected, s)}
+            self.held_bytes = sum(n for _f, n in self.held.values())
             self._drain(out)
+        elif lag > self.slack:
+            # The sender can still re-send frames far below what we think we delivered: our
+            # position came from something that was not its stream (a forged `oldest`). Its
+            # own numbers win; a replayed frame is harmless (the apply rules are idempotent).
+            self._rebase(hdr.oldest)
+            self.resyncs += 1
         if hdr.seq == 0:
             out.append(frame)
             return out, rebased, None
         self.unacked += 1
         if self.ack_due is None:
             self.ack_due = now + ack_delay
-        if hdr.seq < self.expected or hdr.seq in self.held:
+        ahead = seq_diff(hdr.seq, self.expected)
+        if ahead < 0 or hdr.seq in self.held:
             return out, rebased, SyncDropReason.DUPLICATE
-        drop: SyncDropReason | None = None
-        if hdr.seq == self.expected:
+        if ahead == 0:
             out.append(frame)
-            self.expected += 1
+            self.expected = seq_next(self.expected)
             self._drain(out)
+        elif ahead > self.window or self.held_bytes + size > self.window_bytes:
+            return out, rebased, SyncDropReason.WINDOW
         else:
-            self.held[hdr.seq] = frame
+            self.held[hdr.seq] = (frame, size)
+            self.held_bytes += size
             if self.nack_due is None:
                 self.nack_due = now
-            if len(self.held) > self.window:
-                # Too far behind: skip the gap rather than hold unbounded memory.
-                self.expected = min(self.held)
-                self._drain(out)
-                drop = SyncDropReason.WINDOW
         if not self.held:
             self.nack_due = None
-        return out, rebased, drop
+        return out, rebased, None
 
     def _drain(self, out: list[Frame]) -> None:
         while self.expected in self.held:
-            out.append(self.held.pop(self.expected))
-            self.expected += 1
+            frame, size = self.held.pop(self.expected)
+            self.held_bytes -= size
+            out.append(frame)
+            self.expected = seq_next(self.expected)
 
     def gaps(self, limit: int) -> list[NackRange]:
         if not self.held:
             return []
         out: list[NackRange] = []
         start = self.expected
-        for seq in sorted(self.held):
-            if seq > start:
-                out.append(NackRange(start, seq - 1))
+        for seq in sorted(self.held, key=lambda s: seq_diff(s, self.expected)):
+            if seq != start:
+                last = seq_next(seq, -1)
+                if last < start:  # the gap crosses the wrap: two ranges (first <= last each)
+                    out.append(NackRange(start, 0xFFFFFFFF))
+                    start = 1
+                if start <= last:
+                    out.append(NackRange(start, last))
                 if len(out) >= limit:
                     break
-            start = seq + 1
-        return out
+            start = seq_next(seq)
+        return out[:limit]
 
     def acked(self) -> None:
         """An ACK for everything delivered so far just went out."""

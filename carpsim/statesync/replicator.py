@@ -61,6 +61,7 @@ from carpsim.statesync.ownership import (
     Ownership,
 )
 from carpsim.statesync.record import FlowKey, StateRecord, tcp_progress
+from carpsim.statesync.serial import seq_lt
 from carpsim.statesync.table import InMemoryStateTable
 from carpsim.statesync.transport import Transport
 
@@ -162,7 +163,10 @@ class Replicator:
                 self._flush(now, out)
             serve = self.server.next_deadline()
             if serve is not None and now >= serve:
-                self._serve_tick(now, out)
+                if self.server.active:
+                    self._serve_tick(now, out)
+                else:
+                    self._serve_start(now, out, pushed=False)
             self.transport.on_timer(now, out)
         refresh = self.outbox.refresh_at
         if refresh is not None and now >= refresh:
@@ -296,6 +300,10 @@ class Replicator:
         """A pfsync payload arrived on the sync link (the edge checked the interface and the
         IPv4 header with `codec.decode_packet`)."""
         out: list[Action] = []
+        refused = self.transport.authenticate(data)
+        if refused is not None:
+            out.append(refused)
+            return out
         try:
             frame = codec.decode_frame(data)
         except DecodeError as exc:
@@ -309,9 +317,13 @@ class Replicator:
         if hdr.epoch == self.epoch:
             out.append(self.transport.loop_drop())
             return out
-        if hdr.ack_epoch == self.epoch and hdr.ack > self.own.peer_ack:
+        if (
+            hdr.ack_epoch == self.epoch
+            and self.transport.sender.ack_valid(hdr.ack)
+            and seq_lt(self.own.peer_ack, hdr.ack)
+        ):
             self.own.peer_ack = hdr.ack
-        for f in self.transport.receive(now, hdr, frame, self._link_up, out):
+        for f in self.transport.receive(now, hdr, frame, self._link_up, out, size=len(data)):
             self._process(f, now, out)
         if self.transport.take_abandoned() and not self.server.active:
             self._serve_start(now, out, pushed=True)
@@ -333,15 +345,21 @@ class Replicator:
         self.requester.progress(now, len(section.items))
 
     def _on_upd_req(self, now: float, section: Section, ch: Changes, out: list[Action]) -> None:
+        bulk = False
         for ref in section.items:
             assert isinstance(ref, StateRef)
             if ref.id == 0 and ref.creatorid == 0:
-                self._serve_start(now, out, pushed=False)
+                bulk = True
                 continue
             cur = self.table.by_id(ref.creatorid, ref.id)
             if cur is not None:
                 self.own.announce.setdefault(cur.key, Act.UPD)
                 self.outbox.arm(now)
+        if bulk:
+            if self.server.admit(now):
+                self._serve_start(now, out, pushed=False)
+            else:
+                self._count("bulk_requests_coalesced")
 
     def _on_bus(self, now: float, section: Section, ch: Changes, out: list[Action]) -> None:
         for bus in section.items:
@@ -356,8 +374,8 @@ class Replicator:
                     r.key for r in self.table if r.creatorid == cid and r.key not in local
                 }
                 self.requester.start_seen(now, cid, candidates)
-            else:
-                self._bulk_end_seen(now, bus.creatorid, out)
+            elif not self._bulk_end_seen(now, bus.creatorid, out):
+                out.append(CountDrop(SyncDropReason.BADBUS, "BUS END without its BUS START"))
 
     # ------------------------------------------------------------------ bulk
 
@@ -374,8 +392,11 @@ class Replicator:
             out.append(BulkCompleted(now - req.first_at, req.count, gave_up=True))
             self._set_ready(out, "bulk_gave_up")
 
-    def _bulk_end_seen(self, now: float, creatorid: int, out: list[Action]) -> None:
-        stale, completed = self.requester.end_seen(creatorid)
+    def _bulk_end_seen(self, now: float, creatorid: int, out: list[Action]) -> bool:
+        seen = self.requester.end_seen(creatorid)
+        if seen is None:
+            return False
+        stale, completed = seen
         self.flows.forget_stale(now, stale, out)
         if completed:
             self.flows.synced()
@@ -383,6 +404,7 @@ class Replicator:
             out.append(BulkCompleted(now - req.first_at, req.count))
             self._in_sync = True
             self._set_ready(out, "bulk_done")
+        return True
 
     def _serve_start(self, now: float, out: list[Action], *, pushed: bool) -> None:
         if not self._link_up:

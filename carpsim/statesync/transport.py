@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from carpsim.statesync import codec
+from carpsim.errors import DecodeError
+from carpsim.statesync import auth, codec
 from carpsim.statesync.codec import Frame, NackRange, SeqHeader
 from carpsim.statesync.config import ReplicatorConfig
 from carpsim.statesync.constants import XSEQ_RESTART, Act, SyncDropReason
@@ -19,15 +20,38 @@ from carpsim.statesync.reliability import ReliableReceiver, ReliableSender
 
 
 class Transport:
-    __slots__ = ("_cfg", "_restart_flag", "epoch", "receiver", "sender", "stats")
+    __slots__ = (
+        "_auth_counter",
+        "_cfg",
+        "_restart_flag",
+        "epoch",
+        "receiver",
+        "replay",
+        "sender",
+        "stats",
+    )
 
     def __init__(self, config: ReplicatorConfig, epoch: int, stats: dict[str, int]) -> None:
         self._cfg = config
         self.epoch = epoch
         self.sender = ReliableSender(epoch, config.resend_queue_frames)
-        self.receiver = ReliableReceiver(config.reorder_window)
+        self.receiver = ReliableReceiver(
+            config.reorder_window,
+            config.reorder_window_bytes,
+            slack=config.resend_queue_frames + config.reorder_window,
+        )
         self._restart_flag = XSEQ_RESTART
         self.stats = stats
+        self._auth_counter = 0
+        self.replay = auth.ReplayWindow()
+
+    def _tx(self, frame: bytes) -> Transmit:
+        """The frame as sent: sealed with the shared key (XAUTH) if there is one."""
+        key = self._cfg.key
+        if key is None:
+            return Transmit(frame)
+        self._auth_counter += 1
+        return Transmit(auth.seal(frame, key, self.epoch, self._auth_counter))
 
     def _count(self, name: str, n: int = 1) -> None:
         self.stats[name] = self.stats.get(name, 0) + n
@@ -63,11 +87,11 @@ class Transport:
         for body in bodies:
             self._count("frames_tx")
             if not cfg.reliable:
-                out.append(Transmit(codec.assemble([body])))
+                out.append(self._tx(codec.assemble([body])))
                 continue
             seq = self.sender.push(body, now, cfg.resend_timeout)
             head = self._seq_section(seq, flags | self._restart_flag)
-            out.append(Transmit(codec.assemble([head, body])))
+            out.append(self._tx(codec.assemble([head, body])))
         if bodies:
             self._restart_flag = 0
 
@@ -76,9 +100,9 @@ class Transport:
         for body in bodies:
             self._count("frames_tx")
             if self._cfg.reliable:
-                out.append(Transmit(codec.assemble([self._seq_section(0, 0), body])))
+                out.append(self._tx(codec.assemble([self._seq_section(0, 0), body])))
             else:
-                out.append(Transmit(codec.assemble([body])))
+                out.append(self._tx(codec.assemble([body])))
 
     def take_abandoned(self) -> bool:
         """Unacknowledged frames were dropped since the last call (only a bulk covers them)."""
@@ -96,7 +120,7 @@ class Transport:
         else:
             r.nack_due = None
         self._count("acks_tx")
-        out.append(Transmit(codec.assemble(body)))
+        out.append(self._tx(codec.assemble(body)))
 
     def on_timer(self, now: float, out: list[Action]) -> None:
         cfg = self._cfg
@@ -114,26 +138,41 @@ class Transport:
         body = self.sender.body(seq)
         if body is not None:
             self._count("resends")
-            out.append(Transmit(codec.assemble([self._seq_section(seq, 0), body])))
+            out.append(self._tx(codec.assemble([self._seq_section(seq, 0), body])))
 
     # ------------------------------------------------------------------ in
 
     def receive(
-        self, now: float, hdr: SeqHeader, frame: Frame, link_up: bool, out: list[Action]
+        self,
+        now: float,
+        hdr: SeqHeader,
+        frame: Frame,
+        link_up: bool,
+        out: list[Action],
+        *,
+        size: int = 0,
     ) -> list[Frame]:
         """A sequenced frame from the peer: ACK/NACK bookkeeping; the frames now deliverable
-        in order (none for a duplicate, several when it fills a gap)."""
+        in order (none for a duplicate, several when it fills a gap). An ACK or NACK naming
+        seqs we never sent is dropped (`badack`/`badnack`), the rest of the frame still counts."""
         cfg = self._cfg
         mine = hdr.ack_epoch == self.epoch
-        self.sender.on_ack(hdr.ack_epoch, hdr.ack, now, cfg.resend_timeout)
+        if self.sender.on_ack(hdr.ack_epoch, hdr.ack, now, cfg.resend_timeout) < 0:
+            out.append(CountDrop(SyncDropReason.BADACK, f"ack {hdr.ack} > {self.sender.top}"))
         if mine and link_up:
             for section in frame.sections:
                 if section.action == Act.XNACK:
                     ranges = [i for i in section.items if isinstance(i, NackRange)]
+                    if not self.sender.nack_valid(ranges):
+                        out.append(CountDrop(SyncDropReason.BADNACK, "above the top seq"))
+                        continue
                     limit = cfg.resend_burst * 4
                     for seq in self.sender.on_nack(ranges, now, limit, cfg.resend_timeout / 2):
                         self._resend(seq, out)
-        frames, rebased, drop = self.receiver.accept(hdr, frame, now, cfg.ack_delay)
+        resyncs = self.receiver.resyncs
+        frames, rebased, drop = self.receiver.accept(hdr, frame, now, cfg.ack_delay, size)
+        if self.receiver.resyncs != resyncs:
+            out.append(CountDrop(SyncDropReason.RESYNC, f"oldest {hdr.oldest}"))
         if rebased is not None:
             out.append(PeerRestarted(rebased, hdr.epoch))
             if not mine:
@@ -149,6 +188,21 @@ class Transport:
     def ack_due_now(self, now: float) -> bool:
         r = self.receiver
         return r.unacked >= self._cfg.ack_every or r.nack_due == now
+
+    def authenticate(self, data: bytes) -> CountDrop | None:
+        """Keyed mode: why `data` is refused (badauth / replay / loop), or None."""
+        key = self._cfg.key
+        if key is None:
+            return None
+        try:
+            epoch, counter = auth.unseal(data, key)
+        except DecodeError as exc:
+            return CountDrop(SyncDropReason.BADAUTH, exc.detail)
+        if epoch == self.epoch:
+            return self.loop_drop()
+        if not self.replay.check(epoch, counter):
+            return CountDrop(SyncDropReason.REPLAY, f"epoch {epoch:08x} counter {counter}")
+        return None
 
     @staticmethod
     def loop_drop() -> CountDrop:

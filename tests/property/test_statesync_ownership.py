@@ -151,8 +151,11 @@ def stimulus(h: Harness, inp: FlowInput) -> list[Action]:  # noqa: C901 - one br
         return h.frame(_upd_c(h, None, UPDC_TRAFFIC))
     if inp is FI.PEER_REFRESH:
         return h.frame(_upd_c(h, None))
-    if inp is FI.PEER_DELETE:
+    if inp in (FI.PEER_DELETE, FI.PEER_DELETE_UNSHARED):
         cid, sid = (h.cur().creatorid, h.cur().id) if held else UNKNOWN
+        if inp is FI.PEER_DELETE and h.owner() in (Owner.LOCAL, Owner.CLAIMED):
+            h.frame(_upd_c(h, None))  # the peer reports driving it too (KEEP_DRIVING)
+            assert K in h.r.own.shared
         return h.frame(Section(Act.DEL_C, (StateRef(cid, sid),)))
     assert inp is FI.PEER_CLEAR
     return h.frame(Section(Act.CLR, (Clear(h.cur().creatorid),)))

@@ -89,12 +89,15 @@ def test_receiver_skips_what_the_sender_abandoned_and_rebases_on_new_epoch() -> 
     assert r.ack == 3
 
 
-def test_receiver_window_overflow_skips_the_gap() -> None:
+def test_receiver_does_not_hold_beyond_its_window() -> None:
+    """A frame further ahead than the window is dropped (the sender re-sends it), the gap is
+    not skipped: only the sender's `oldest` gives frames up."""
     r = ReliableReceiver(window=2)
     r.accept(hdr(1), F, 0.0, 0.05)
     r.accept(hdr(3), F, 0.0, 0.05)
-    r.accept(hdr(4), F, 0.0, 0.05)
     out, _, drop = r.accept(hdr(5), F, 0.0, 0.05)
     assert drop == "window"
-    assert len(out) == 3
-    assert r.ack == 5
+    assert out == []
+    assert set(r.held) == {3}
+    assert len(r.accept(hdr(2), F, 0.0, 0.05)[0]) == 2
+    assert r.ack == 3
