@@ -134,6 +134,9 @@ class Flows:
         rule = FLOW_RULES[owner, FlowInput.LOCAL_DELETE]
         if cur is None or rule.effect is Effect.IGNORE:
             return False
+        # Taken over from the peer (a claim or an UPD) and not told yet: the peer still drives
+        # it in its own view, so the take-over must reach it ahead of the DEL_C.
+        claimed = owner is Owner.CLAIMED or self.own.announce.get(key) == _UPD
         self.table.delete(key)
         self._bulk.sweep_keys.discard(key)
         self.own.forget(key)
@@ -144,16 +147,22 @@ class Flows:
         # fetch it again (UPD_REQ).
         if rule.effect is not Effect.RETIRE:
             return False
-        self._retire(now, cur)
+        self._retire(now, cur, claimed=claimed)
         return True
 
-    def _retire(self, now: float, gone: StateRecord) -> None:
-        """A state we drove ended here: DEL_C its identity, refuse it if it comes back."""
+    def _retire(self, now: float, gone: StateRecord, *, claimed: bool = False) -> None:
+        """A state we drove ended here: DEL_C its identity, refuse it if it comes back.
+
+        `claimed`: we took the flow over (traffic) but the peer has not processed that claim,
+        so in its view it still drives the flow and would refuse a bare DEL_C (NOTYOURS)."""
         ident = (gone.creatorid, gone.id)
         self.own.announce.pop(gone.key, None)
         self.own.traffic.pop(gone.key, None)
         self.tombstones.add(ident, now)
-        self.outbox.delete(ident, now)
+        if claimed:
+            self.outbox.claim_then_delete(gone, now)
+        else:
+            self.outbox.delete(ident, now)
 
     def _input(self, cur: StateRecord | None, rec: StateRecord) -> FlowInput | None:
         if cur is None or (cur.creatorid, cur.id) != (rec.creatorid, rec.id):

@@ -17,7 +17,7 @@ from carpsim.statesync.codec import CompressedUpdate
 from carpsim.statesync.config import ReplicatorConfig
 from carpsim.statesync.constants import UPDC_TRAFFIC, Act
 from carpsim.statesync.ownership import Ident, Ownership
-from carpsim.statesync.record import FlowKey
+from carpsim.statesync.record import FlowKey, StateRecord
 from carpsim.statesync.serial import seq_next
 from carpsim.statesync.table import InMemoryStateTable
 
@@ -31,6 +31,7 @@ class Outbox:
         "_table",
         "dels",
         "flush_at",
+        "last_claims",
         "refresh_at",
         "reqs",
         "stats",
@@ -49,6 +50,10 @@ class Outbox:
         self._budget = config.frame_budget()
         self.dels: dict[Ident, None] = {}
         self.reqs: dict[Ident, None] = {}
+        self.last_claims: dict[Ident, bytes] = {}
+        """UPD_C traffic claims of flows we took over and closed before the refresh tick sent
+        the claim: they go out just ahead of the DEL_C, so the peer (which still drives the
+        flow in its view) hands it over first and then honours the delete."""
         self.flush_at: float | None = None
         self.refresh_at: float | None = None
         self._cursor: list[FlowKey] = []
@@ -79,6 +84,14 @@ class Outbox:
         self.dels[ident] = None
         self.arm(now)
 
+    def claim_then_delete(self, gone: StateRecord, now: float) -> None:
+        """`gone` ended here while our claim on it was not yet processed by the peer."""
+        ident = (gone.creatorid, gone.id)
+        self.last_claims[ident] = codec.pack_upd_c(CompressedUpdate(
+            gone.creatorid, gone.id, gone.tcp_state, 0, gone.status, gone.mark,
+            UPDC_TRAFFIC))  # fmt: skip
+        self.delete(ident, now)
+
     def request(self, ident: Ident, now: float) -> None:
         self.reqs[ident] = None
         self.arm(now)
@@ -97,10 +110,14 @@ class Outbox:
                 (ins if act == Act.INS else upd).append(pack(rec))
         dels = codec.encode_refs(self.dels)
         reqs = codec.encode_refs(self.reqs)
+        claims = list(self.last_claims.values())
         self.dels.clear()
         self.reqs.clear()
+        self.last_claims.clear()
         announce.clear()
-        groups = [(a, r) for a, r in ((Act.DEL_C, dels), (Act.INS, ins), (Act.UPD, upd)) if r]
+        # The claims lead: a frame is processed in order, so the peer hands over, then deletes.
+        order = ((Act.UPD_C, claims), (Act.DEL_C, dels), (Act.INS, ins), (Act.UPD, upd))
+        groups = [(a, r) for a, r in order if r]
         req_bodies = codec.pack_frames([(Act.UPD_REQ, reqs)], self._budget) if reqs else []
         return req_bodies, codec.pack_frames(groups, self._budget)
 
