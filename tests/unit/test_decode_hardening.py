@@ -156,7 +156,8 @@ class _Watched(io.BytesIO):
     largest = 0
 
     def read(self, n: int | None = -1) -> bytes:
-        assert n is not None and n >= 0, "the reader must never ask for the whole file"
+        assert n is not None, "the reader must never ask for the whole file"
+        assert n >= 0, "the reader must never ask for the whole file"
         self.largest = max(self.largest, n)
         return super().read(n)
 
