@@ -303,6 +303,28 @@ def _collect_garps(source: BinaryIO, inference: VipInference) -> None:
                 inference.add(IPv4Address(garp))
 
 
+def _parse_vips(vips: Sequence[str]) -> list[IPv4Address | IPv6Address]:
+    parsed: list[IPv4Address | IPv6Address] = []
+    for text in vips:
+        try:
+            parsed.append(ip_address(text))
+        except ValueError as exc:
+            raise ConfigError("--vip", f"not an IP address: {text!r}") from exc
+    return parsed
+
+
+def _prepare(
+    source: BinaryIO, password: bytes | None, vips: list[IPv4Address | IPv6Address]
+) -> DecodeContext:
+    ctx = DecodeContext(password, vips)
+    if password is not None and not vips:
+        # The VIPs may be announced after the first advert: a first pass collects them.
+        ctx.inference = VipInference(password)
+        _collect_garps(source, ctx.inference)
+        source.seek(0)
+    return ctx
+
+
 def iter_capture(
     path: Path, *, password: bytes | None = None, vips: Sequence[str] = ()
 ) -> Iterator[dict[str, Any]]:
@@ -311,24 +333,21 @@ def iter_capture(
     The arguments are checked and the file opened (and, to infer VIPs, read once for its
     gratuitous ARPs) before this returns, so those errors come before any output.
     """
-    parsed_vips: list[IPv4Address | IPv6Address] = []
-    for text in vips:
-        try:
-            parsed_vips.append(ip_address(text))
-        except ValueError as exc:
-            raise ConfigError("--vip", f"not an IP address: {text!r}") from exc
-    ctx = DecodeContext(password, parsed_vips)
+    parsed = _parse_vips(vips)
     source = open_capture(path)
     try:
-        if password is not None and not parsed_vips:
-            # The VIPs may be announced after the first advert: a first pass collects them.
-            ctx.inference = VipInference(password)
-            _collect_garps(source, ctx.inference)
-            source.seek(0)
+        ctx = _prepare(source, password, parsed)
     except BaseException:
         source.close()
         raise
     return _records(source, ctx)
+
+
+def decode_stream(
+    source: BinaryIO, *, password: bytes | None = None, vips: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """The records of a capture already open (seekable), e.g. an `io.BytesIO` (fuzzing)."""
+    return list(_records(source, _prepare(source, password, _parse_vips(vips))))
 
 
 def _records(source: BinaryIO, ctx: DecodeContext) -> Iterator[dict[str, Any]]:
