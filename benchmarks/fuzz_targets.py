@@ -28,6 +28,7 @@ from typing import Any
 from fuzz_mutators import mutate_bytes, mutate_text, mutate_tree
 
 from carpsim.cli.decode import decode_stream
+from carpsim.cli.describe import describe_frame, describe_vrrp
 from carpsim.dhcp import codec as dhcp_codec
 from carpsim.dhcp import leasefile
 from carpsim.dhcp.describe import describe as describe_dhcp
@@ -118,7 +119,14 @@ def seeds_pfsync() -> list[bytes]:
     xseq = sync_codec.Section(Act.XSEQ, (sync_codec.SeqHeader(9, 4, 1, 8, 3),))
     frames = [sync_codec.encode_frame(sync_codec.Frame((s,))) for s in sections]
     frames.append(sync_codec.encode_frame(sync_codec.Frame((xseq, *sections[:4]))))
-    return frames
+    # The same frames inside IPv4 (protocol 240, TTL 255), for the packet-level decoder.
+    wrapped = []
+    for frame in frames[:4]:
+        total = 20 + len(frame)
+        header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, 1, 0, 255, 240, 0,
+                             bytes([172, 16, 1, 5]), bytes([172, 16, 1, 6]))  # fmt: skip
+        wrapped.append(header + frame)
+    return frames + wrapped
 
 
 def _pcapng(frames: list[tuple[int, bytes]], linktype: int = 101) -> bytes:
@@ -263,14 +271,16 @@ def run_carp(data: bytes) -> None:
         carp_codec.decode_packet(data, check_ttl=False, check_sum=False)
     with suppress(DecodeError):
         carp_codec.decode_packet(data)
-    carp_codec.describe_vrrp(data)
+    describe_vrrp(data)
     with suppress(DecodeError):
         carp_codec.decode_advert(data[20:])
 
 
 def run_pfsync(data: bytes) -> None:
 
-    sync_codec.describe_frame(data)
+    describe_frame(data)
+    with suppress(DecodeError):
+        sync_codec.decode_packet(data)
     sync_codec.decode_frame(data)
 
 

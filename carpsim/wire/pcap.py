@@ -150,63 +150,78 @@ def _read_pcap(stream: _Stream, magic: bytes) -> Iterator[Frame]:
         yield Frame(sec + frac / units, linktype, data)
 
 
-def _read_pcapng(stream: _Stream, first: bytes) -> Iterator[Frame]:
-    endian = "<"
-    interfaces: list[tuple[int, int]] = []
-    pending = first
-    while True:
-        start = stream.pos - len(pending)
-        head = pending + stream.read(8 - len(pending))
-        pending = b""
-        if not head:
-            return
-        if len(head) < 8:
-            raise PcapError(f"truncated pcapng block header at offset {start}")
-        # The SHB type is a byte palindrome, so it is recognisable before the byte order is known.
-        btype = struct.unpack_from(endian + "I", head, 0)[0]
-        if btype == _PCAPNG_SHB:
-            magic = stream.exact(4, "pcapng section header")
-            order = int.from_bytes(magic, "little")
-            if order == _PCAPNG_BYTE_ORDER:
-                endian = "<"
-            elif int.from_bytes(magic, "big") == _PCAPNG_BYTE_ORDER:
-                endian = ">"
-            else:
-                raise PcapError(f"bad pcapng byte-order magic {magic.hex()} at offset {start}")
-            interfaces = []  # each section numbers its interfaces afresh
-            blen = struct.unpack_from(endian + "I", head, 4)[0]
-            prefix = magic
+@dataclass(frozen=True)
+class _Block:
+    btype: int
+    start: int
+    endian: str
+    body: bytes | None
+    """None for a block type this reader skips."""
+
+
+def _next_block(stream: _Stream, endian: str, pending: bytes) -> _Block | None:
+    """Read one block (header, body, trailer), or None at a clean end of file."""
+    start = stream.pos - len(pending)
+    head = pending + stream.read(8 - len(pending))
+    if not head:
+        return None
+    if len(head) < 8:
+        raise PcapError(f"truncated pcapng block header at offset {start}")
+    # The SHB type is a byte palindrome, so it is recognisable before the byte order is known.
+    btype = struct.unpack_from(endian + "I", head, 0)[0]
+    prefix = b""
+    if btype == _PCAPNG_SHB:
+        prefix = stream.exact(4, "pcapng section header")
+        if int.from_bytes(prefix, "little") == _PCAPNG_BYTE_ORDER:
+            endian = "<"
+        elif int.from_bytes(prefix, "big") == _PCAPNG_BYTE_ORDER:
+            endian = ">"
         else:
-            blen = struct.unpack_from(endian + "I", head, 4)[0]
-            prefix = b""
-        if blen < 12 + len(prefix) or blen % 4:
-            raise PcapError(f"bad pcapng block length {blen} at offset {start}")
-        rest = blen - 8 - len(prefix)
-        if btype not in _PARSED_BLOCKS:
-            stream.skip(rest - 4, "pcapng block")
-            _check_trailer(stream, endian, blen, start)
-            continue
+            raise PcapError(f"bad pcapng byte-order magic {prefix.hex()} at offset {start}")
+    blen = struct.unpack_from(endian + "I", head, 4)[0]
+    if blen < 12 + len(prefix) or blen % 4:
+        raise PcapError(f"bad pcapng block length {blen} at offset {start}")
+    rest = blen - 12 - len(prefix)
+    body: bytes | None = None
+    if btype in _PARSED_BLOCKS:
         if blen > MAX_BLOCK:
             raise PcapError(
                 f"pcapng block at offset {start} claims {blen} bytes (more than {MAX_BLOCK})"
             )
-        body = prefix + stream.exact(rest - 4, "pcapng block")
-        _check_trailer(stream, endian, blen, start)
-        if btype == _PCAPNG_IDB:
+        body = prefix + stream.exact(rest, "pcapng block")
+    else:
+        stream.skip(rest, "pcapng block")
+    _check_trailer(stream, endian, blen, start)
+    return _Block(btype, start, endian, body)
+
+
+def _read_pcapng(stream: _Stream, first: bytes) -> Iterator[Frame]:
+    interfaces: list[tuple[int, int]] = []
+    block = _next_block(stream, "<", first)
+    while block is not None:
+        endian, body = block.endian, block.body
+        if block.btype == _PCAPNG_SHB:
+            interfaces = []  # each section numbers its interfaces afresh
+        elif block.btype == _PCAPNG_IDB and body is not None:
             linktype = struct.unpack_from(endian + "H", body, 0)[0]
             interfaces.append((linktype, _ts_units(body, endian)))
-        elif btype == _PCAPNG_EPB:
-            iface, ts_hi, ts_lo, caplen, _orig = struct.unpack_from(endian + "IIIII", body, 0)
-            if iface >= len(interfaces):
-                raise PcapError(f"packet refers to undeclared interface {iface}")
-            if caplen > len(body) - 20:
-                raise PcapError(f"packet at offset {start} overruns its block ({caplen} bytes)")
-            lt, units = interfaces[iface]
-            ticks = (ts_hi << 32) | ts_lo
-            # Split whole seconds off first so the float matches a pcap's sec + usec/1e6.
-            yield Frame(ticks // units + (ticks % units) / units, lt, body[20 : 20 + caplen])
-        elif btype == _PCAPNG_SPB and interfaces:
+        elif block.btype == _PCAPNG_EPB and body is not None:
+            yield _epb_frame(body, endian, interfaces, block.start)
+        elif block.btype == _PCAPNG_SPB and body is not None and interfaces:
             yield Frame(0.0, interfaces[0][0], body[4:])
+        block = _next_block(stream, endian, b"")
+
+
+def _epb_frame(body: bytes, endian: str, interfaces: list[tuple[int, int]], start: int) -> Frame:
+    iface, ts_hi, ts_lo, caplen, _orig = struct.unpack_from(endian + "IIIII", body, 0)
+    if iface >= len(interfaces):
+        raise PcapError(f"packet refers to undeclared interface {iface}")
+    if caplen > len(body) - 20:
+        raise PcapError(f"packet at offset {start} overruns its block ({caplen} bytes)")
+    lt, units = interfaces[iface]
+    ticks = (ts_hi << 32) | ts_lo
+    # Split whole seconds off first so the float matches a pcap's sec + usec/1e6.
+    return Frame(ticks // units + (ticks % units) / units, lt, body[20 : 20 + caplen])
 
 
 def _check_trailer(stream: _Stream, endian: str, blen: int, start: int) -> None:
