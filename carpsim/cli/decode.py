@@ -29,9 +29,13 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from carpsim.cli.decode_streams import TcpMessageStreams
 from carpsim.cli.describe import describe_frame, describe_vrrp
 from carpsim.dhcp import codec as dhcp_codec
 from carpsim.dhcp.describe import describe as describe_dhcp
+from carpsim.dhcp.failover.codec import Message as FailoverMessage
+from carpsim.dhcp.failover.codec import StreamFramer
+from carpsim.dhcp.failover.stream import FAILOVER_PORTS, describe_message
 from carpsim.errors import ConfigError, DecodeError
 from carpsim.protocol.codec import (
     CarpAuth,
@@ -49,8 +53,9 @@ from carpsim.wire.pcap import (
     network_payload,
     read_frames,
 )
-from carpsim.wire.tcpstream import parse_ipv4
+from carpsim.wire.tcpstream import parse_ipv4, parse_tcp
 
+IPPROTO_TCP = 6
 IPPROTO_UDP = 17
 DHCP_PORTS = (67, 68)
 MAX_INFERRED_VIPS = 1024
@@ -148,11 +153,30 @@ class VipInference:
         return CarpAuth(self._password, vhid, vips)
 
 
+def describe_failover(msg: FailoverMessage) -> dict[str, Any]:
+    """The failover codec's view, states by their ISC words; the header's clock renamed, as
+    ``time`` is the capture's. STATE and CONNECT always carry ``server_state`` (CONNECT has
+    none on the wire: null), BNDUPD and BNDACK ``assigned_ip`` and ``binding_status``."""
+    out = describe_message(msg)
+    out["sender_time"] = out.pop("time")
+    if out["type"] in ("STATE", "CONNECT"):
+        out.setdefault("server_state", None)
+    if out["type"] in ("BNDUPD", "BNDACK"):
+        out.setdefault("assigned_ip", None)
+        out.setdefault("binding_status", None)
+    return out
+
+
+def _failover_streams() -> TcpMessageStreams:
+    return TcpMessageStreams("dhcp-failover", FAILOVER_PORTS, StreamFramer, describe_failover)
+
+
 @dataclass
 class DecodeContext:
     password: bytes | None
     vips: list[IPv4Address | IPv6Address]
     inference: VipInference | None = None
+    failover: TcpMessageStreams = field(default_factory=_failover_streams)
     _auth: dict[int, CarpAuth] = field(default_factory=dict)
 
     def auth(self, vhid: int) -> CarpAuth:
@@ -280,10 +304,22 @@ def decode_proto_17(time: float, packet: bytes, _ctx: DecodeContext) -> list[dic
     return [record]
 
 
+def decode_proto_6(time: float, packet: bytes, ctx: DecodeContext) -> list[dict[str, Any]]:
+    """TCP: DHCP failover on 519/520/647, reassembled per direction into messages."""
+    ip = parse_ipv4(packet)
+    if ip.fragment:
+        return []
+    seg = parse_tcp(ip.payload)
+    if not ctx.failover.wants(seg):
+        return []
+    return ctx.failover.segment(time, ip, seg)
+
+
 DECODERS: dict[int, Decoder] = {
     IPPROTO_CARP: decode_proto_112,
     IPPROTO_PFSYNC: decode_proto_240,
     IPPROTO_UDP: decode_proto_17,
+    IPPROTO_TCP: decode_proto_6,
 }
 """IP protocol number -> decoder."""
 
@@ -351,6 +387,7 @@ def decode_stream(
 
 
 def _records(source: BinaryIO, ctx: DecodeContext) -> Iterator[dict[str, Any]]:
+    time = 0.0
     with source:
         for time, etype, data in _l3(read_frames(source)):
             if etype != ETHERTYPE_IPV4:
@@ -367,6 +404,8 @@ def _records(source: BinaryIO, ctx: DecodeContext) -> Iterator[dict[str, Any]]:
             except DecodeError:
                 continue  # a header that does not hold together: not a packet we list
             yield from records
+    # Bytes still held behind a hole in a TCP stream: framed now, after the loss is marked.
+    yield from ctx.failover.finish(time)
 
 
 def decode_capture(
@@ -408,6 +447,14 @@ def _dhcp_summary(r: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def _failover_summary(r: dict[str, Any]) -> str:
+    if r["kind"] == "dhcp-failover-stream":
+        return f"stream {r['type']}: {r['reason']} {r.get('detail', '')}".rstrip()
+    keys = ("server_state", "assigned_ip", "binding_status", "reject_reason", "message")
+    extra = " ".join(f"{k}={r[k]}" for k in keys if r.get(k) is not None)
+    return f"{r['type']} xid {r['xid']:#x} {extra}".rstrip()
+
+
 TABLE_HEADER = (
     f"{'TIME':<17} {'TYPE':<5} {'SRC':<15} {'DST':<15} {'TTL':>3} {'VHID':>4} "
     f"{'BASE':>4} {'SKEW':>4} {'DEM':>3} {'INTERVAL':>9} {'COUNTER':<16} {'CSUM':<4} "
@@ -440,6 +487,11 @@ def render_line(r: dict[str, Any]) -> str:
     if kind == "dhcp":
         return f"{r['time']:<17.6f} {kind:<5} {r['src']:<15} {r['dst']:<15}     " + (
             _dhcp_summary(r)
+        )
+    if kind.startswith("dhcp-failover"):
+        return (
+            f"{r['time']:<17.6f} {'dhcpfo':<6}{r['src'] + ':' + str(r['sport']):<21} "
+            f"{r['dst'] + ':' + str(r['dport']):<21} " + _failover_summary(r)
         )
     return f"{r['time']:<17.6f} {kind:<5} {r['reason']}: {r.get('detail', '')}"
 
