@@ -1,10 +1,12 @@
-"""``carpsim decode FILE``: one line per CARP advert, VRRP packet, pfsync frame or DHCP message.
+"""``carpsim decode FILE``: one line per CARP advert, VRRP packet, pfsync frame, DHCP message.
 
 Checksums are always verified. The HMAC needs the password and the VHID's address list; the
 addresses come from ``--vip`` or, failing that, from gratuitous ARPs in the same capture
 (sender IP == target IP), which is what a new master sends for its VIP. VRRP packets on
 protocol 112 are reported as VRRP, not as errors. Decoders are looked up by IP protocol in
-`DECODERS`: CARP/VRRP (112), pfsync (240), UDP (17: DHCP on ports 67/68).
+`DECODERS`: CARP/VRRP (112), pfsync (240), UDP (17: DHCP on ports 67/68) and TCP (6: DHCP
+failover on 519/520/647, each direction reassembled by `carpsim.wire.tcpstream` and framed by
+the failover codec, see `carpsim.cli.decode_streams`).
 
 Hostile files are part of the contract: only regular files are opened (a FIFO, a device or a
 directory is refused before any read), the capture is streamed one record at a time with a
