@@ -82,7 +82,10 @@ class _Stream:
         parts: list[bytes] = []
         left = n
         while left:
-            chunk = self._src.read(left)
+            try:
+                chunk = self._src.read(left)
+            except OSError as exc:
+                raise PcapError(f"read error at offset {self.pos}: {exc.strerror or exc}") from exc
             if not chunk:
                 break
             parts.append(chunk)

@@ -223,3 +223,15 @@ def test_a_wrong_password_fails_every_advert_without_searching_each_time(tmp_pat
     path.write_bytes(pcap(garps + adverts))
     records = decode_capture(path, password=b"wrong")
     assert [r["hmac_ok"] for r in records] == [False] * 300
+
+
+class _FailingDisk(io.BytesIO):
+    def read(self, n: int | None = -1) -> bytes:
+        if self.tell() > 100:
+            raise OSError(5, "Input/output error")
+        return super().read(n)
+
+
+def test_a_read_error_mid_file_is_a_pcap_error() -> None:
+    with pytest.raises(PcapError, match="read error at offset"):
+        list(read_frames(_FailingDisk(pcap([_ARP] * 10))))
