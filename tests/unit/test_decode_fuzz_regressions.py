@@ -10,6 +10,7 @@ import pytest
 from carpsim.dhcp import leasefile
 from carpsim.errors import ConfigError
 from carpsim.lab import topology
+from carpsim.web import config as web_config
 
 
 def test_a_lease_file_date_too_big_for_c_long_is_skipped_not_raised() -> None:
@@ -35,3 +36,13 @@ def test_a_deeply_nested_topology_is_a_one_line_config_error(opener: str) -> Non
         topology.loads(f"x = {opener * 5000}1{closer * 5000}\n", "deep.toml")
     assert err.value.field == "deep.toml"
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "listen", ["127.0.0.1:8\u00b9080", "127.0.0.1:\u0661\u0662", "[::1]:\u00b2"]
+)
+def test_a_listen_port_of_unicode_digits_is_a_config_error(listen: str) -> None:
+    # Found as ValueError out of int() (web.config.parse_listen): str.isdigit() said yes.
+    with pytest.raises(ConfigError) as err:
+        web_config.parse_listen(listen)
+    assert err.value.field == "web.listen"
