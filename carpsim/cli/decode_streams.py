@@ -55,6 +55,8 @@ class TcpMessageStreams:
     def segment(self, time: float, ip: Ipv4Packet, seg: TcpSegment) -> list[dict[str, Any]]:
         key: FlowKey = (ip.src, seg.sport, ip.dst, seg.dport)
         flow = self.table.flows.get(key)
+        if flow is None:
+            self._dirs.pop(key, None)  # a new flow, or one the table evicted when closed
         before = {r: flow.counts[r] for r in _RESYNC_REASONS} if flow is not None else {}
         chunks = self.table.segment(key, seg)
         if chunks is None:
@@ -71,6 +73,7 @@ class TcpMessageStreams:
             out += self._chunks(time, key, chunks, "gap")
         for flow in self.table.flows.values():
             self.counts.update(flow.counts)
+        self.counts.update(self.table.counts)
         return out
 
     def _chunks(

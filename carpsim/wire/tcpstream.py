@@ -255,6 +255,8 @@ class FlowTable:
         flow = self.flows.get(key)
         if flow is None:
             if len(self.flows) >= self.max_flows:
+                self._evict_closed()
+            if len(self.flows) >= self.max_flows:
                 self.counts["too_many_flows"] += 1
                 return None
             flow = self.flows[key] = Direction()
@@ -262,3 +264,9 @@ class FlowTable:
 
     def finish(self) -> dict[FlowKey, list[Chunk]]:
         return {key: flow.finish() for key, flow in self.flows.items()}
+
+    def _evict_closed(self) -> None:
+        """Forget finished connections (a peer that reconnects all day must not fill the table)."""
+        for key in [k for k, f in self.flows.items() if f.closed]:
+            self.counts.update(self.flows.pop(key).counts)
+            self.counts["evicted"] += 1

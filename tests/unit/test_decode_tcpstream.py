@@ -248,3 +248,16 @@ def test_header_parsers_only_raise_decode_error(data: bytes) -> None:
     for parse in (parse_ipv4, parse_tcp):
         with contextlib.suppress(DecodeError):
             parse(data)
+
+
+def test_closed_flows_make_room_for_new_ones() -> None:
+    table = FlowTable(max_flows=2)
+    a, b = IPv4Address("10.0.0.1"), IPv4Address("10.0.0.2")
+    for port in range(1000, 1010):  # a peer reconnecting again and again
+        key = (a, port, b, 519)
+        assert table.segment(key, TcpSegment(port, 519, 5, SYN, b"")) == []
+        chunks = table.segment(key, TcpSegment(port, 519, 6, FIN, b"hi"))
+        assert chunks == [Chunk(b"hi", False)]
+    assert len(table.flows) <= 2
+    assert table.counts["evicted"] == 8
+    assert table.counts["too_many_flows"] == 0
