@@ -10,10 +10,12 @@ profile is tests/property/test_fuzz_profile.py.
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import io
 import json
 import random
+import shutil
 import struct
 import tempfile
 import tomllib
@@ -348,12 +350,14 @@ def run_tcp(data: bytes) -> None:
         raise AssertionError("bytes still held after finish()")
 
 
-_TMP = Path(tempfile.gettempdir())
+# One private directory per process: two soaks (or test workers) never share the file.
+_TMP = Path(tempfile.mkdtemp(prefix="carpsim-fuzz-"))
+atexit.register(shutil.rmtree, _TMP, ignore_errors=True)
 
 
 def run_node_text(text: str) -> None:
 
-    path = _TMP / "carpsim-fuzz-node.toml"
+    path = _TMP / "node.toml"
     path.write_text(text, errors="surrogateescape")
     nodeconfig.load(path)
 
