@@ -31,6 +31,9 @@ from fuzz_mutators import mutate_bytes, mutate_text, mutate_tree
 
 from carpsim.cli.decode import decode_stream
 from carpsim.cli.describe import describe_frame, describe_vrrp
+from carpsim.config import loader as config_loader
+from carpsim.config import pfsense_xml
+from carpsim.configsync import policy as sync_policy
 from carpsim.dhcp import codec as dhcp_codec
 from carpsim.dhcp import leasefile
 from carpsim.dhcp.describe import describe as describe_dhcp
@@ -404,6 +407,46 @@ def seeds_failover() -> list[bytes]:
     return [*out, b"".join(out)]
 
 
+def seeds_config_text() -> list[str]:
+    return [p.read_text() for p in sorted((VECTORS / "config").glob("*.toml"))]
+
+
+def seeds_pfsense_xml() -> list[bytes]:
+    return [p.read_bytes() for p in sorted((VECTORS / "pfsense").glob("*.xml"))]
+
+
+def _local_config() -> Any:
+    return config_loader.loads(seeds_config_text()[1])
+
+
+def seeds_sync_payload() -> list[Any]:
+    # What the master would push (restore_config_section), made JSON-able for the tree mutator.
+    master = config_loader.loads(seeds_config_text()[0])
+    payload = sync_policy.build_payload(master)
+    return [json.loads(json.dumps(payload, default=str))] if payload else [{}]
+
+
+def run_config_text(text: str) -> None:
+    config_loader.loads(text)
+
+
+def run_config_tree(tree: Any) -> None:
+    config_loader.parse(tree)
+
+
+def run_pfsense_xml(data: bytes) -> None:
+    pfsense_xml.import_xml(data)
+
+
+_LOCAL: list[Any] = []
+
+
+def run_sync_receive(tree: Any) -> None:
+    if not _LOCAL:
+        _LOCAL.append(_local_config())
+    sync_policy.receive(_LOCAL[0], tree, "192.168.110.251")
+
+
 @dataclass(frozen=True)
 class Target:
     name: str
@@ -443,6 +486,17 @@ def targets() -> list[Target]:
             mutate_tree,
             run_web_tree,
         ),
+    ]
+    out += [
+        Target("config.loads", seeds_config_text, mutate_text, run_config_text),
+        Target(
+            "config.parse",
+            lambda: _toml_trees(seeds_config_text()),
+            mutate_tree,
+            run_config_tree,
+        ),
+        Target("config.pfsense_xml", seeds_pfsense_xml, mutate_bytes, run_pfsense_xml),
+        Target("configsync.receive", seeds_sync_payload, mutate_tree, run_sync_receive),
     ]
     if failover_codec is not None:
         out.append(Target("dhcp.failover", seeds_failover, mutate_bytes, run_failover))
