@@ -200,7 +200,11 @@ def _time(words: list[str]) -> int | None:
         raise ValueError("bad time")
     y, mo, d = (int(x) for x in words[1].split("/"))
     h, mi, s = (int(x) for x in words[2].split(":"))
-    return calendar.timegm((y, mo, d, h, mi, s, 0, 0, 0))
+    try:
+        return calendar.timegm((y, mo, d, h, mi, s, 0, 0, 0))
+    except OverflowError as exc:
+        # A field too big for C's long: the same "bad time" as any other unreadable date.
+        raise ValueError("bad time") from exc
 
 
 def _lease(address: IPv4Address, stmts: list[list[str]]) -> tuple[Lease, int]:  # noqa: C901 - one branch per lease-file statement dhcpd writes

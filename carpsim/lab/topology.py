@@ -333,6 +333,9 @@ def loads(text: str, source: str = "<topology>") -> Topology:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, f"not valid TOML: {exc}") from exc
+    except RecursionError as exc:
+        # tomllib recurses per nesting level: a hostile file must still be a one-line error.
+        raise ConfigError(source, "nested too deeply to be a topology") from exc
     return parse(data)
 
 

@@ -38,7 +38,8 @@ def parse_listen(value: Any, where: str = "web.listen") -> tuple[str, int]:
         raise ConfigError(where, "must be a 'host:port' string")
     host, sep, port_text = value.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
-    if not sep or not port_text.isdigit():
+    # isdigit() alone also accepts digits int() refuses (superscripts such as "8¹080").
+    if not sep or not (port_text.isascii() and port_text.isdigit()):
         raise ConfigError(where, f"{value!r}: expected 'address:port', e.g. {DEFAULT_LISTEN!r}")
     try:
         ip_address(host)

@@ -182,7 +182,7 @@ def test_decode_bad_files_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_decoders_dispatch_on_ip_protocol() -> None:
-    assert set(DECODERS) == {IPPROTO_CARP, IPPROTO_PFSYNC}
+    assert set(DECODERS) == {IPPROTO_CARP, IPPROTO_PFSYNC, 17, 6}
     records = decode_capture(vector("ucarp-failover-kill.pcap"))
     assert all(r["type"] == "carp" for r in records)  # the ICMP pings are not listed
 
