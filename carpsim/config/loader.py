@@ -84,6 +84,9 @@ def loads(text: str, source: str = "config") -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, f"not valid TOML: {exc}") from exc
+    except RecursionError as exc:
+        # tomllib recurses per nesting level: a hostile file must still be a one-line error.
+        raise ConfigError(source, "nested too deeply to be a node config") from exc
     return parse(data)
 
 
