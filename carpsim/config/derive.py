@@ -56,6 +56,7 @@ def carp_vhid(config: Config, vip: VirtualIp, where: str) -> CarpVhid:
             master_down_formula=MasterDownFormula(vip.master_down_formula),
             demote=vip.demote,
             dst=vip.peer if vip.peer is not None else CARP_GROUP_V4,
+            strict=vip.strict,
         )
     except ConfigError as exc:
         raise ConfigError(f"{where}.{exc.field}", exc.message) from exc

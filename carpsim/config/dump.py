@@ -54,6 +54,7 @@ def _carp(c: CarpDefaults) -> dict[str, Any]:
         "real_mac": c.real_mac,
         "deadratio": c.deadratio,
         "demote": c.demote,
+        "strict": c.strict,
     }
 
 
@@ -71,6 +72,7 @@ def vip_data(v: VirtualIp) -> dict[str, Any]:
         "deadratio": v.deadratio,
         "demote": v.demote,
         "real_mac": v.real_mac,
+        "strict": v.strict,
     }
     if v.peer is not None:
         out["peer"] = str(v.peer)

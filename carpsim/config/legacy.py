@@ -32,7 +32,7 @@ NODE_KEYS = {
 }  # fmt: skip
 CARP_KEYS = {
     "password", "advbase", "advskew", "preempt", "master_down_formula", "real_mac",
-    "deadratio", "demote",
+    "deadratio", "demote", "strict",
 }  # fmt: skip
 VHID_KEYS = {"vhid", "interface", "srcip", "vips", "peer"} | CARP_KEYS
 FORMULAS = ("freebsd", "openbsd")
@@ -93,6 +93,7 @@ def carp_defaults(t: Table) -> CarpDefaults:
         real_mac=t.flag("real_mac"),
         deadratio=t.integer("deadratio", 3, lo=1, hi=255),
         demote=t.integer("demote", 0, hi=255),
+        strict=t.flag("strict"),
     )
 
 
@@ -109,6 +110,7 @@ def vip_fields(t: Table, carp: CarpDefaults) -> dict[str, object]:
         "deadratio": t.integer("deadratio", carp.deadratio, lo=1, hi=255),
         "demote": t.integer("demote", carp.demote, hi=255),
         "real_mac": t.flag("real_mac", carp.real_mac),
+        "strict": t.flag("strict", carp.strict),
         "peer": peer,
     }
 

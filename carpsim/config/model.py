@@ -70,6 +70,8 @@ class CarpDefaults:
     real_mac: bool = False
     deadratio: int = 3
     demote: int = 0
+    strict: bool = False
+    """carpsim-only strict adverts (docs/security.md); off = wire-compatible with BSD/ucarp."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,8 @@ class VirtualIp:
     real_mac: bool = False
     peer: IPv4Address | None = None
     """Unicast adverts to this address instead of 224.0.0.18."""
+    strict: bool = False
+    """Strict adverts (a MAC over the whole advert, replay refused): carpsim peers only."""
 
     @property
     def key(self) -> tuple[str, int]:
@@ -146,6 +150,7 @@ class VirtualIp:
         return (
             self.password, self.advskew, self.advbase, self.addresses, self.preempt,
             self.master_down_formula, self.deadratio, self.demote, self.real_mac, self.peer,
+            self.strict,
         )  # fmt: skip
 
 
