@@ -13,7 +13,7 @@ from carpsim.runtime.statesync_service import RECENT, StateSyncService
 from carpsim.statesync.codec import BulkStatus, Frame, Section, SeqHeader, encode_frame
 from carpsim.statesync.config import ReplicatorConfig
 from carpsim.statesync.constants import Act, BusStatus
-from carpsim.statesync.events import CtChange, InstallStates
+from carpsim.statesync.events import Action, CtChange, InstallStates, LocalEvent
 from carpsim.statesync.record import FlowKey, StateRecord, TcpState
 from carpsim.statesync.replicator import Replicator
 
@@ -45,7 +45,7 @@ def from_peer(svc: StateSyncService, now: float, seq: int, recs: tuple[StateReco
     rep = svc.replicator
     assert rep is not None
     out = rep.frame_received(now, peer_frame(seq, Section(Act.UPD, recs)))
-    installs = [a for a in out if isinstance(a, InstallStates)]
+    installs: list[Action] = [a for a in out if isinstance(a, InstallStates)]
     assert installs, out
     svc.execute(installs)  # (no kernel or loop here: the writes only queue)
 
@@ -75,7 +75,9 @@ def test_recent_lists_own_and_peer_states_newest_first_with_their_origin() -> No
 
 def test_recent_is_bounded_and_drops_states_that_are_gone() -> None:
     svc = service()
-    many = [(CtChange.NEW, StateRecord(key(i), timeout=60)) for i in range(1, 3 * RECENT)]
+    many: list[LocalEvent] = [
+        (CtChange.NEW, StateRecord(key(i), timeout=60)) for i in range(1, 3 * RECENT)
+    ]
     svc._local_events(0.1, many)
     recent = svc.status()["recent"]
     assert len(recent) == RECENT

@@ -237,7 +237,7 @@ function haPush(cs) {
     ["Result", resultBadge(cs.result, "hasync-push-result") +
       (cs.result === "ok" ? ` <span class="muted">(XMLRPC sync successfully completed)</span>` : "")],
     ["Last error", `<span class="hasync-push-error">${esc(cs.last_error || "-")}</span>`],
-    ["Syncs ok / failed", `${esc(cs.syncs_ok || 0)} / ${esc(cs.syncs_failed || 0)}`],
+    ["Syncs ok / failed", `<span class="hasync-counts">${esc(cs.syncs_ok || 0)} / ${esc(cs.syncs_failed || 0)}</span>`],
   ]);
 }
 
