@@ -135,7 +135,10 @@ def test_panels_show_the_captured_statuses_and_follow_them(page: Any, tmp_path: 
             expect(dhcp).not_to_contain_text("messages_in")  # counters stay in the JSON
 
         # Diagnostics > States: the client flow, node1's own and node2's from the peer.
-        flow = "192.168.110.10:51414 -> 203.0.113.10:5001"
+        (sport,) = [r["src"] for r in real["node1"]["statesync"]["recent"]
+                    if r["dst"] == "203.0.113.10:5001"]  # fmt: skip
+        flow = f"{sport} -> 203.0.113.10:5001"
+        assert sport.startswith("192.168.110.10:")  # client1's flow, before the outbound NAT
         for name, origin in (("node1", "this node"), ("node2", "the peer (synced)")):
             states = page.locator(f"#states-{name}")
             row = states.locator("tr.recent-state", has_text=flow)
