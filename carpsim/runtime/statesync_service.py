@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import random
 import time
@@ -84,6 +85,8 @@ NETFILTER_SYSCTLS = {
 }
 # Kernel writes per loop iteration (~2000 records ≈ 30 ms of netlink round trips at most).
 WRITE_CHUNK = 2000
+RECENT = 20
+"""States the status lists as "recent" (the web page's state table)."""
 ReadyHandler = Callable[[bool, str], None]
 """(ready, reason): the node hands it to its composition's demotion rule."""
 
@@ -130,6 +133,7 @@ class StateSyncService:
         self.ready = False
         self.ready_reason = "starting"
         self.ready_changes: list[dict[str, Any]] = []
+        self._recent: deque[FlowKey] = deque(maxlen=RECENT)
         self.counters: Counter[str] = Counter()
         self.install_failures: Counter[str] = Counter()
         self.bulk: dict[str, Any] = {
@@ -258,6 +262,7 @@ class StateSyncService:
         rep = self.replicator
         assert rep is not None
         touched = self._touched if self._dump_inflight else None
+        self._seen([item.key for _kind, item in events[-RECENT:] if isinstance(item, StateRecord)])
         for kind, item in events:
             self.counters[f"ct_{kind}"] += 1
             if touched is not None and item is not None:
@@ -318,6 +323,7 @@ class StateSyncService:
                 assert self.sock is not None
                 self.sock.send(action.data)
             elif isinstance(action, InstallStates):
+                self._seen([r.key for r in action.records[-RECENT:]])
                 self._queue_write("install", action.records)
             elif isinstance(action, RemoveStates):
                 self._queue_write("remove", action.keys)
@@ -491,4 +497,33 @@ class StateSyncService:
             "tx_errors": dict(sock.tx_errors) if sock else {},
             "bulk": dict(self.bulk),
             "drops": dict(sock.drops) if sock else {},
+            "recent": self._recent_states(),
         }
+
+    def _seen(self, keys: list[FlowKey]) -> None:
+        for key in keys:
+            with contextlib.suppress(ValueError):
+                self._recent.remove(key)
+            self._recent.append(key)
+
+    def _recent_states(self) -> list[dict[str, Any]]:
+        """Newest first, as the mirror holds them now; origin from the creator (own/peer), so
+        the kernel's echo of a state installed from the peer still reads as the peer's."""
+        rep = self.replicator
+        out: list[dict[str, Any]] = []
+        if rep is None:
+            return out
+        for key in reversed(list(self._recent)):
+            rec = rep.table.get(key)
+            if rec is None:
+                continue  # gone since
+            ip = ipaddress.ip_address
+            proto = {1: "icmp", 6: "tcp", 17: "udp"}.get(key.proto, str(key.proto))
+            out.append({
+                "proto": proto,
+                "src": f"{ip(key.src)}:{key.sport}",
+                "dst": f"{ip(key.dst)}:{key.dport}",
+                "state": rec.tcp_state.name if key.proto == 6 else None,
+                "origin": "own" if rec.creatorid == rep.config.creatorid else "peer",
+            })  # fmt: skip
+        return out

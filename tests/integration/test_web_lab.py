@@ -129,6 +129,58 @@ def snapshot(url: str) -> dict[str, Any]:
     return data
 
 
+def test_dhcp_failover_normal_and_a_config_edit_synced_live_in_the_browser(
+    lab: Lab, url: str, browser: Any, tmp_path: Path
+) -> None:
+    """Status > DHCP Leases says normal for every pool on both nodes; an edit on node1 (as a
+    student makes it, `carpsim lab config`) shows on High Avail. Sync as node1's push OK to
+    node2's xmlrpc.php and as node2's received sync from node1, without a reload."""
+    from playwright.sync_api import expect  # noqa: PLC0415
+
+    assert lab.wait_master("node1", timeout=15.0)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+    page.goto(url)
+    expect(page.locator("#live")).to_have_text("live", timeout=10_000)
+    # fromlab gives every inside segment with a VIP a dhcpd failover pool
+    vip_segments = {v.segment for v in lab.topology.vips}
+    pools = [s for s in lab.topology.firewall.inside if s in vip_segments]
+    assert pools
+    for node in ("node1", "node2"):
+        rows = page.locator(f"#dhcp-{node} .dhcp-failover")
+        expect(rows).to_have_count(len(pools), timeout=15_000)
+        for i in range(len(pools)):
+            cells = rows.nth(i).locator("td")
+            expect(cells.nth(1)).to_have_text("normal", timeout=30_000)  # My State
+            expect(cells.nth(3)).to_have_text("normal", timeout=30_000)  # Peer State
+
+    ha1, ha2 = page.locator("#hasync-node1"), page.locator("#hasync-node2")
+    peer = lab.topology.host("node2").addresses["sync"]
+    me = lab.topology.host("node1").addresses["sync"]
+    expect(ha1.locator(".hasync-peer")).to_have_text(
+        re.compile(rf"^https://{re.escape(str(peer))}:\d+/xmlrpc\.php$")
+    )
+    expect(ha2.locator(".hasync-push-none")).to_be_visible()
+    before = ha1.locator(".hasync-counts").text_content() or ""
+    ok_before = int(before.split("/")[0])
+    argv = [sys.executable, "-m", "carpsim", "lab", "--prefix", lab.paths.prefix, "config",
+            "node1", "add-rule", "--interface", "lan", "--protocol", "tcp",
+            "--destination-port", "8080", "--descr", "web test"]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "xmlrpc.php" in done.stdout, done.stdout  # "pushing to https://.../xmlrpc.php"
+    expect(ha1.locator(".hasync-counts")).to_have_text(f"{ok_before + 1} / 0", timeout=15_000)
+    expect(ha1.locator(".hasync-push-result")).to_have_text("ok")
+    expect(ha1.locator(".hasync-push-error")).to_have_text("-")
+    expect(ha2.locator(".hasync-from")).to_have_text(str(me), timeout=5_000)
+    expect(ha2.locator(".hasync-recv-result")).to_have_text("ok")
+    page.locator("#hasync").screenshot(path=str(tmp_path / "0-ha-sync-after-edit.png"))
+    assert errors == []
+    page.close()
+
+
 def test_failover_and_failback_live_in_the_browser(
     lab: Lab, url: str, browser: Any, tmp_path: Path
 ) -> None:

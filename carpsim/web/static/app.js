@@ -108,11 +108,17 @@ function dhcpServers(d) {
   return [];
 }
 
-const FO_SHOWN = new Set(["name", "my_state", "peer_state", "my_since", "peer_since", "my_state_since", "peer_state_since"]);
+// The failover facts a student needs beside the two states; the message counters stay in
+// the node's JSON status (and its metrics), not on this page.
+const FO_EXTRA = [
+  ["role", (v) => v], ["link", (v) => v], ["serving", (v) => (v ? "yes" : "no")],
+  ["mclt", (v) => v], ["split", (v) => v], ["last_contact", fmtTime],
+  ["bndupd_queue", (v) => v], ["unacked", (v) => v],
+];
 function foExtra(fo) {
-  const rest = Object.entries(fo).filter(([k]) => !FO_SHOWN.has(k));
-  if (!rest.length) return "";
-  return `<p class="muted failover-extra">${rest.map(([k, v]) => `${esc(k)}: ${esc(typeof v === "object" ? JSON.stringify(v) : v)}`).join("; ")}</p>`;
+  const rest = FO_EXTRA.filter(([k]) => fo[k] !== undefined && fo[k] !== null)
+    .map(([k, f]) => `${esc(k)}: ${esc(f(fo[k]))}`);
+  return rest.length ? `<p class="muted failover-extra">${rest.join("; ")}</p>` : "";
 }
 
 function renderDhcp() {
@@ -184,12 +190,18 @@ function renderStates() {
         ["drops", drops],
       ]);
       const recent = Array.isArray(sync.recent) ? sync.recent : null;
-      if (recent && recent.length) {
-        const keys = Object.keys(recent[0]);
-        body += `<h4>Recent states</h4><table><tr>${keys.map((k) => `<th>${esc(k)}</th>`).join("")}</tr>` +
-          recent.map((r) => `<tr>${keys.map((k) => `<td>${esc(r[k])}</td>`).join("")}</tr>`).join("") + `</table>`;
-      } else {
+      if (recent === null) {
         body += `<p class="muted">Recent states: this node's status lists counts only, not individual states.</p>`;
+      } else if (!recent.length) {
+        body += `<h4>Recent states</h4><p class="none">no state seen or installed yet</p>`;
+      } else {
+        // Newest first, as the node lists them; "created by" is the state's creator (pfsync).
+        body += `<h4>Recent states <small>(last ${recent.length} seen or installed)</small></h4>` +
+          `<table class="recent-states"><tr><th>Protocol</th><th>Source -&gt; Destination</th><th>State</th><th>Created by</th></tr>` +
+          recent.map((r) => `<tr class="recent-state origin-${esc(r.origin)}"><td>${esc(r.proto)}</td>` +
+            `<td>${esc(r.src)} -&gt; ${esc(r.dst)}</td><td>${esc(r.state || "-")}</td>` +
+            `<td>${r.origin === "own" ? "this node" : r.origin === "peer" ? "the peer (synced)" : esc(r.origin)}</td></tr>`).join("") +
+          `</table>`;
       }
       const changes = Array.isArray(sync.ready_changes) ? sync.ready_changes.slice(-6).reverse() : [];
       if (changes.length) {
@@ -204,6 +216,50 @@ function renderStates() {
 
 // ---------------------------------------------------------------- High Avail. Sync
 
+// pfSense's fault codes on xmlrpc.php (the receiving side's answer to a bad call).
+const FAULTS = { "-1": "bad username or password", "-2": "not enough privileges" };
+
+function resultBadge(result, cls) {
+  const r = result || "never";
+  const kind = r === "ok" ? "ok" : r === "never" ? "muted" : "bad";
+  return `<span class="${kind} ${cls}">${esc(r)}</span>`;
+}
+
+// Master side: rc.filter_synchronize pushing to "Synchronize Config to IP".
+function haPush(cs) {
+  if (!cs.peer_url) {
+    return `<h4>Sending</h4><p class="none hasync-push-none">Synchronize Config to IP: not set ` +
+      `(this node does not push its configuration)</p>`;
+  }
+  return `<h4>Sending <small>(this node pushes its configuration)</small></h4>` + kvTable([
+    ["Synchronize Config to IP", `<span class="hasync-peer">${esc(cs.peer_url)}</span>`],
+    ["Last XMLRPC sync", esc(fmtTime(cs.last_sync))],
+    ["Result", resultBadge(cs.result, "hasync-push-result") +
+      (cs.result === "ok" ? ` <span class="muted">(XMLRPC sync successfully completed)</span>` : "")],
+    ["Last error", `<span class="hasync-push-error">${esc(cs.last_error || "-")}</span>`],
+    ["Syncs ok / failed", `<span class="hasync-counts">${esc(cs.syncs_ok || 0)} / ${esc(cs.syncs_failed || 0)}</span>`],
+  ]);
+}
+
+// Backup side: what xmlrpc.php restore_config_section last received, from which peer.
+function haReceived(cs) {
+  const rx = cs.received;
+  if (!rx || typeof rx !== "object") return "";
+  const faults = Object.entries(cs.faults || {}).map(([code, n]) =>
+    `${esc(code)} (${esc(FAULTS[code] || "fault")}) x${esc(n)}`).join(", ") || "none";
+  const drops = Object.entries(cs.drops || {}).map(([k, v]) => `${esc(k)} ${esc(v)}`).join(", ") || "none";
+  const merged = rx.result === "ok" ? ` <span class="muted">(Merged in config from XMLRPC client)</span>` : "";
+  return `<h4>Receiving <small>(XMLRPC restore_config_section from the peer)</small></h4>` + kvTable([
+    ["Last config received", rx.last ? `${esc(fmtTime(rx.last))} from <span class="hasync-from">${esc(rx.from || "?")}</span>`
+      : `<span class="none hasync-recv-none">nothing received yet</span>`],
+    ["Result", resultBadge(rx.result, "hasync-recv-result") + merged],
+    ["Last error", `<span class="hasync-recv-error">${esc(rx.last_error || "-")}</span>`],
+    ["Received ok / refused / loops refused", `${esc(rx.ok || 0)} / ${esc(rx.faults || 0)} / ${esc(rx.loops || 0)}`],
+    ["XML-RPC faults answered", `<span class="hasync-faults">${faults}</span>`],
+    ["Requests dropped unread", drops],
+  ]);
+}
+
 function renderHaSync() {
   const cols = meta().nodes.map((name) => {
     const t = nodeTopic(name);
@@ -217,14 +273,7 @@ function renderHaSync() {
     } else if (cs.error) {
       body = `<div class="bad">config sync status error: ${esc(cs.error)}</div>`;
     } else {
-      const okResult = cs.result === "ok" || cs.result === "success";
-      body = kvTable([
-        ["Synchronize Config to IP", esc(cs.peer_url || "-")],
-        ["last sync", esc(fmtTime(cs.last_sync))],
-        ["result", `<span class="${okResult ? "ok" : "bad"}">${esc(cs.result || "-")}</span>`],
-        ["last error", esc(cs.last_error || "-")],
-        ["syncs ok / failed", `${esc(cs.syncs_ok || 0)} / ${esc(cs.syncs_failed || 0)}`],
-      ]);
+      body = haPush(cs) + haReceived(cs);
     }
     return panel(name, nodeHeader(t, name), body, "hasync-" + name);
   });
