@@ -35,8 +35,8 @@ import time
 from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address
 
-from carpsim.net.garp import ETH_P_IP, ethernet_frame, multicast_mac
 from carpsim.protocol.constants import CARP_GROUP_V4, IPPROTO_CARP
+from carpsim.wire.garp import ETH_P_IP, ethernet_frame, multicast_mac
 
 _RECV_BUF = 65535
 _MAX_READS_PER_WAKEUP = 64

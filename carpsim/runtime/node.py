@@ -43,7 +43,6 @@ from carpsim.config.model import Config
 from carpsim.errors import ConfigError
 from carpsim.net import sysctl
 from carpsim.net.carp_io import CarpSocket, PacketHandler
-from carpsim.net.garp import garp_frame, mac_bytes
 from carpsim.net.links import LinkInfo, Links, LinkWatcher
 from carpsim.node.machines import NodeMachines
 from carpsim.protocol.constants import CarpState, virtual_mac
@@ -69,6 +68,7 @@ from carpsim.runtime.node_config import ConfigRuntime
 from carpsim.runtime.node_dhcp import NodeDhcp, settings_from_file, state_dir_for
 from carpsim.runtime.nodeconfig import NodeConfig, VhidSpec
 from carpsim.runtime.statesync_service import StateSyncService
+from carpsim.wire.garp import garp_frame, mac_bytes
 
 log = logging.getLogger("carpsim.node")
 

@@ -11,7 +11,7 @@ from carpsim.dhcp import codec
 from carpsim.dhcp import options as o
 from carpsim.dhcp.codec import DhcpMessage, decode, encode
 from carpsim.errors import DecodeError
-from carpsim.pcap import network_payload, read_frames
+from carpsim.wire.pcap import network_payload, read_frames
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "isc-dhcpd"
 MAC_A = bytes.fromhex("020000000102")

@@ -21,7 +21,7 @@ from carpsim.dhcp.failover.codec import (
 )
 from carpsim.dhcp.failover.constants import FailoverState, MessageType
 from carpsim.errors import DecodeError
-from carpsim.pcap import network_payload, read_frames
+from carpsim.wire.pcap import network_payload, read_frames
 
 PCAP = Path(__file__).resolve().parents[1] / "vectors" / "isc-dhcpd" / "failover-only.pcap"
 PRIMARY, SECONDARY = "192.168.110.2", "192.168.110.3"
