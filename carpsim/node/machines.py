@@ -32,6 +32,7 @@ from typing import Concatenate, ParamSpec
 
 from carpsim.protocol.events import Action as CarpAction
 from carpsim.protocol.group import CarpGroup, initial_demote
+from carpsim.protocol.machine import CarpMachine
 from carpsim.statesync.events import Action as SyncAction
 from carpsim.statesync.events import ReadyChanged
 from carpsim.statesync.replicator import Replicator
@@ -128,6 +129,17 @@ class NodeMachines:
 
     def shutdown(self, now: float) -> list[CarpAction]:
         return self.carp.shutdown(now)
+
+    def add_vhid(
+        self, now: float, machine: CarpMachine, ifindex: int | None = None, *, up: bool = True
+    ) -> list[CarpAction]:
+        """A VHID added to the running config: it starts INIT -> BACKUP under the demote in
+        force (operator plus state sync), the other VHIDs undisturbed."""
+        return self.carp.add_machine(now, machine, ifindex, up=up)
+
+    def remove_vhid(self, now: float, vhid: int) -> list[CarpAction]:
+        """A VHID deleted from the running config bows out and leaves the group."""
+        return self.carp.remove_machine(now, vhid)
 
     def set_admin_demote(self, now: float, value: int) -> list[CarpAction]:
         """The operator's demote (config, `demote` command); state sync's adds to it."""

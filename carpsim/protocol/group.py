@@ -159,6 +159,42 @@ class CarpGroup:
             actions.extend(machine.shutdown(now))
         return actions
 
+    def add_machine(
+        self, now: float, machine: CarpMachine, ifindex: int | None = None, *, up: bool = True
+    ) -> list[Action]:
+        """A VHID configured on a running node: it joins in INIT and starts as at boot
+        (link up -> BACKUP, master-down timer armed), demoted like the rest of the group.
+
+        The other machines are touched only if the new VHID's link is down (the group's
+        demote grows by it, as for any down link)."""
+        if machine.vhid in self._machines:
+            raise ValueError(f"vhid {machine.vhid} appears twice in one group")
+        self._machines[machine.vhid] = machine
+        self._all = tuple(self._machines.values())
+        self._own = self._own | {machine.config.srcip.packed}
+        if self._interfaces is not None and ifindex is not None:
+            self._interfaces[machine.vhid] = ifindex
+        if up:
+            actions = self._demote_one(now, machine)
+            return actions + machine.link_up(now)
+        return self.link_down(now, [machine.vhid])
+
+    def remove_machine(self, now: float, vhid: int) -> list[Action]:
+        """A VHID deleted on a running node: it bows out as on shutdown (a MASTER sends the
+        255/255 advert and drops its VIPs), then leaves the group. Its actions come first, so
+        the edge still knows the VHID while executing them."""
+        machine = self._machines[vhid]
+        actions = machine.shutdown(now)
+        del self._machines[vhid]
+        self._all = tuple(self._machines.values())
+        self._own = frozenset(m.config.srcip.packed for m in self._all)
+        if self._interfaces is not None:
+            self._interfaces.pop(vhid, None)
+        if vhid in self._down:
+            self._down.discard(vhid)
+            actions.extend(self._apply_demotion(now))
+        return actions
+
     # ---------------------------------------------------------------- helpers
 
     def _select(self, vhids: Iterable[int] | None) -> list[int]:
@@ -169,6 +205,11 @@ class CarpGroup:
         if unknown:
             raise KeyError(f"unknown vhid(s) {unknown}")
         return chosen
+
+    def _demote_one(self, now: float, machine: CarpMachine) -> list[Action]:
+        if self._style is DemoteStyle.OPENBSD:
+            return machine.set_demote(now, self.group_demote)
+        return machine.set_skew_demotion(now, self.group_demote)
 
     def _apply_demotion(self, now: float) -> list[Action]:
         value = self.group_demote

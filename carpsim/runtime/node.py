@@ -127,7 +127,7 @@ class Node:
         self.config = config
         self._document_path = document_path
         self.dhcp: NodeDhcp | None = None
-        self._rng = rng if rng is not None else random.Random()  # noqa: S311 - not crypto
+        self.rng = rng if rng is not None else random.Random()  # noqa: S311 - not crypto
         self.links = links if links is not None else Links()
         self._socket_factory = socket_factory
         self.metrics = CarpMetrics()
@@ -141,7 +141,7 @@ class Node:
         self._driver: Driver[Action] | None = None
         self.control: ControlServer | None = None
         self._web: Any = None  # the [web] pages' aiohttp runner (carpsim/web/node_app.py)
-        self.group = CarpGroup(CarpMachine(spec.carp, self._rng) for spec in config.vhids)
+        self.group = CarpGroup(CarpMachine(spec.carp, self.rng) for spec in config.vhids)
         self.machines = NodeMachines(
             self.group,
             with_sync=config.sync is not None,
@@ -161,7 +161,7 @@ class Node:
             self.config_view = ConfigRuntime(self, document, document_path)
         self.statesync: StateSyncService | None = None
         if config.sync is not None:
-            self.statesync = StateSyncService(config.sync, self._statesync_ready, rng=self._rng)
+            self.statesync = StateSyncService(config.sync, self._statesync_ready, rng=self.rng)
 
     @property
     def driver(self) -> Driver[Action] | None:
@@ -181,12 +181,7 @@ class Node:
                 "daemon (stop it first, or give this node another control path)",
             )
         for spec in self.config.vhids:
-            where = f"vhid[{spec.carp.vhid}].interface"
-            parent = self.links.lookup(spec.interface)
-            if parent is None:
-                raise ConfigError(where, f"no such interface: {spec.interface}")
-            if parent.kind == "macvlan" and parent.name.startswith("carp"):
-                raise ConfigError(where, f"{spec.interface} is a carpsim macvlan, not a parent")
+            parent = self.check_vhid(spec)
             self.parents[parent.index] = parent
             self.vhids[spec.carp.vhid] = VhidRuntime(spec=spec, parent=parent)
             if spec.carp.srcip not in {a.ip for a in self.links.ipv4_addresses(parent.index)}:
@@ -264,19 +259,58 @@ class Node:
         for parent in self.parents.values():
             sysctl.prepare_parent(parent.name)
         for rt in self.vhids.values():
-            self._reclaim(rt)
-            if rt.spec.real_mac:
-                rt.src_mac = mac_bytes(rt.parent.mac)
-            else:
-                rt.macvlan = self.links.create_macvlan(rt.parent, rt.vhid)
-                sysctl.prepare_macvlan(rt.macvlan.name)
-                rt.src_mac = mac_bytes(virtual_mac(rt.vhid))
-            m = self.group.machine(rt.vhid)
-            vhid = str(rt.vhid)
-            self.metrics.state.labels(vhid=vhid).set(0)
-            self.metrics.advert_interval.labels(vhid=vhid).set(m.advert_interval)
-            self.metrics.master_down.labels(vhid=vhid).set(m.master_down_interval)
-            self.metrics.track_age(rt.vhid, functools.partial(self._age, m))
+            self.provision_vhid(rt, self.group.machine(rt.vhid))
+
+    def provision_vhid(self, rt: VhidRuntime, m: CarpMachine) -> None:
+        self._reclaim(rt)
+        if rt.spec.real_mac:
+            rt.src_mac = mac_bytes(rt.parent.mac)
+        else:
+            rt.macvlan = self.links.create_macvlan(rt.parent, rt.vhid)
+            sysctl.prepare_macvlan(rt.macvlan.name)
+            rt.src_mac = mac_bytes(virtual_mac(rt.vhid))
+        vhid = str(rt.vhid)
+        self.metrics.state.labels(vhid=vhid).set(0)
+        self.metrics.advert_interval.labels(vhid=vhid).set(m.advert_interval)
+        self.metrics.master_down.labels(vhid=vhid).set(m.master_down_interval)
+        self.metrics.track_age(rt.vhid, functools.partial(self._age, m))
+
+    # ------------------------------------------------------------------ live VHID changes
+
+    def check_vhid(self, spec: VhidSpec) -> LinkInfo:
+        """What `prepare` checks for one VHID, before a live add touches anything."""
+        where = f"vhid[{spec.carp.vhid}].interface"
+        parent = self.links.lookup(spec.interface)
+        if parent is None:
+            raise ConfigError(where, f"no such interface: {spec.interface}")
+        if parent.kind == "macvlan" and parent.name.startswith("carp"):
+            raise ConfigError(where, f"{spec.interface} is a carpsim macvlan, not a parent")
+        return parent
+
+    def open_parent(self, parent: LinkInfo) -> bool:
+        """A parent a live edit brings in: its sysctls and CARP sockets; is it usable?"""
+        if parent.index not in self.parents:
+            sysctl.prepare_parent(parent.name)
+            sock = self._socket_factory(parent.name, parent.index, self._packet)
+            self.parents[parent.index] = parent
+            self._sockets[parent.index] = sock
+            self._parent_up[parent.index] = parent.usable
+            if self._loop is not None:
+                sock.start(self._loop)
+        return self._parent_up[parent.index]
+
+    def close_parent(self, index: int) -> None:
+        """The last VHID on this parent was deleted: stop listening there."""
+        self._sockets.pop(index).close()
+        del self.parents[index], self._parent_up[index]
+
+    def deprovision_vhid(self, rt: VhidRuntime) -> None:
+        """Its VIPs off, its macvlan gone (after the machine's bow-out was executed)."""
+        for vip in rt.spec.carp.vips:
+            self.links.del_address(rt.vip_index, vip)
+        if rt.macvlan is not None:
+            self.links.delete(rt.macvlan.index)
+            rt.macvlan = None
 
     def open_sockets(self) -> None:
         """One CARP socket set per parent, from the injected factory (not yet reading)."""
@@ -328,11 +362,7 @@ class Node:
             self.dhcp.stop()
         for rt in self.vhids.values():
             try:
-                for vip in rt.spec.carp.vips:
-                    self.links.del_address(rt.vip_index, vip)
-                if rt.macvlan is not None:
-                    self.links.delete(rt.macvlan.index)
-                    rt.macvlan = None
+                self.deprovision_vhid(rt)
             except (OSError, NetlinkError) as exc:
                 # One refusal must not leave the other VHIDs' VIPs, the sockets and the
                 # control socket behind.

@@ -15,13 +15,15 @@ loads too) and gives both the sectioned `Config` and the `NodeConfig` the CARP n
 
 An unchanged VHID is never touched (the diff leaves it out); a changed one (skew, base,
 password ...) is reconfigured in place, its machine keeping its state, so no spurious takeover.
-Adding or removing a VHID, or changing its addresses, needs a restart: such a change is refused
-and the old config stays.
+A new VHID gets its macvlan and a machine that starts INIT -> BACKUP as at boot; a deleted one
+bows out as on shutdown; new addresses for a VHID are that VHID deleted and added again. The
+other VHIDs are never disturbed by it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -36,6 +38,7 @@ from carpsim.dhcp.settings import DhcpServerSettings
 from carpsim.errors import ConfigError, EnvironmentProblem
 from carpsim.net.config_apply import KernelApplier
 from carpsim.net.conntrack import set_sysctl
+from carpsim.protocol.machine import CarpMachine
 from carpsim.runtime.configsync_service import (
     ConfigStore,
     ConfigSyncCollector,
@@ -192,24 +195,30 @@ class ConfigRuntime:
 
     def execute(self, plan: apply.ApplyPlan) -> None:
         """Everything the plan says, in order; raises (the store rolls back) on a failure."""
-        blocked = [f"add vhid {v.carp.vhid}" for v in plan.vhids_add]
-        blocked += [f"remove vhid {v}" for _, v in plan.vhids_remove]
-        blocked += [f"vhid {v.carp.vhid} addresses" for v in plan.vhids_update
-                    if not self._updatable(v)]  # fmt: skip
-        if blocked:
-            raise EnvironmentProblem(
-                "a running node changes CARP VHIDs only in place (skew, base, password ...);"
-                f" restart it for: {', '.join(blocked)}"
-            )
         if plan.statesync_changed:
             raise EnvironmentProblem("state sync settings change only with a restart")
         if plan.nftables is not None and not has_ruleset(plan.new) and not has_ruleset(plan.old):
             plan = _without_nft(plan)
-        self.kernel(plan)
+        # An update the machine cannot take in place (addresses, interface, real_mac, peer)
+        # is that VHID deleted and added again; the others keep running.
+        redo = [v for v in plan.vhids_update if not self._updatable(v)]
+        adds = [*redo, *plan.vhids_add]
+        for v in adds:
+            self.node.check_vhid(_spec(v))  # before anything changes
+        for _, vhid in plan.vhids_remove:
+            self._remove_vhid(vhid)
+        for v in redo:
+            self._remove_vhid(v.carp.vhid)
+        for v in adds:
+            self._add_vhid(_spec(v))
+        # after the macvlans changed: the ruleset names them
+        self.kernel(plan if not (adds or plan.vhids_remove) else _with_nft(plan))
         for v in plan.vhids_update:
-            self._update_vhid(v)
+            if v not in redo:
+                self._update_vhid(v)
         if (plan.dhcp_start or plan.dhcp_stop) and self.dhcp_hook is not None:
             self.dhcp_hook(plan)
+        self._sync_node_config()
         for step in plan.steps():
             log.info("config apply: %s", step)
 
@@ -226,6 +235,50 @@ class ConfigRuntime:
         driver = self.node.driver
         if driver is not None:
             driver.feed(self.node.group.machine(v.carp.vhid).reconfigure, v.carp)
+
+    def _add_vhid(self, spec: VhidSpec) -> None:
+        """A new VHID: its macvlan (DOWN, 00:00:5e:00:01:VHID), the parent's CARP sockets if
+        the parent is new, and a machine that starts INIT -> BACKUP as at start-up."""
+        from carpsim.runtime.node import VhidRuntime  # noqa: PLC0415 - node.py imports this module
+
+        node, vhid = self.node, spec.carp.vhid
+        if vhid in node.vhids:
+            raise ConfigError(f"vhid[{vhid}].vhid", "configured twice")
+        parent = node.check_vhid(spec)
+        up = node.open_parent(parent)
+        rt = VhidRuntime(spec=spec, parent=parent)
+        machine = CarpMachine(spec.carp, node.rng)
+        node.provision_vhid(rt, machine)
+        node.vhids[vhid] = rt
+        if node.driver is not None:
+            node.driver.feed(node.machines.add_vhid, machine, parent.index, up=up)
+        log.info("vhid %d on %s: added", vhid, spec.interface)
+
+    def _remove_vhid(self, vhid: int) -> None:
+        """A deleted VHID bows out (a MASTER's 255/255 advert, as on shutdown) before its VIPs
+        and macvlan go; a parent left without VHIDs stops being listened on."""
+        node = self.node
+        rt = node.vhids.get(vhid)
+        if rt is None:
+            return  # rolling back an add that never happened
+        if node.driver is not None:
+            node.driver.feed(node.machines.remove_vhid, vhid)
+        try:
+            node.deprovision_vhid(rt)
+        finally:
+            del node.vhids[vhid]
+            m = node.metrics
+            for gauge in (m.state, m.advert_interval, m.master_down, m.last_advert_age):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(str(vhid))
+        if not any(r.parent.index == rt.parent.index for r in node.vhids.values()):
+            node.close_parent(rt.parent.index)
+        log.info("vhid %d on %s: removed", vhid, rt.spec.interface)
+
+    def _sync_node_config(self) -> None:
+        """`node.config.vhids` follows the live VHIDs (status, web pages and a restart agree)."""
+        specs = tuple(rt.spec for _, rt in sorted(self.node.vhids.items()))
+        self.node.config = dataclasses.replace(self.node.config, vhids=specs)
 
     # --- the control command ----------------------------------------------------------------
 
@@ -273,6 +326,17 @@ class ConfigRuntime:
         if not isinstance(section, str) or section not in data:
             raise ValueError(f"no section {section!r} (sections: {', '.join(data)})")
         return {section: data[section]}
+
+
+def _spec(v: derive.CarpVhid) -> VhidSpec:
+    return VhidSpec(carp=v.carp, interface=v.interface, real_mac=v.real_mac, peer=v.peer)
+
+
+def _with_nft(plan: apply.ApplyPlan) -> apply.ApplyPlan:
+    """The ruleset matches the CARP macvlans by name: reload it when they come or go."""
+    if plan.nftables is not None or not (has_ruleset(plan.new) or has_ruleset(plan.old)):
+        return plan
+    return dataclasses.replace(plan, nftables="")
 
 
 def _without_nft(plan: apply.ApplyPlan) -> apply.ApplyPlan:

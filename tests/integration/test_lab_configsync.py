@@ -194,3 +194,43 @@ def test_a_changed_vip_is_updated_in_place_without_a_takeover(lab: Lab, tmp_path
     back.write_text(tomli_w.dumps({"virtualip": {"vip": vips}}))
     assert cli(lab, "config", "node1", "apply", str(back)).returncode == 0
     assert until(lambda: {s for _, s in _vhid_view(lab, "node2").values()} == {100}, 2.0)
+
+
+def _transitions(lab: Lab, node: str, *, vhid: int | None = None) -> list[dict[str, Any]]:
+    lines = lab.paths.events(node).read_text().splitlines()
+    recs = [json.loads(line) for line in lines if line.strip()]
+    return [r for r in recs if vhid is None or r["vhid"] == vhid]
+
+
+def test_a_vip_added_on_the_master_runs_live_on_both_and_delete_removes_it(lab: Lab) -> None:
+    new_vhid, address = 11, "192.168.110.211"
+    assert lab.wait_master("node1", 10)
+    others = {n: _transitions(lab, n) for n in ("node1", "node2")}
+    password = show(lab, "node1", "virtualip")["vip"][0]["password"]
+    add = cli(lab, "config", "node1", "add-vip", "--interface", "lan", "--vhid", str(new_vhid),
+              "--subnet", address, "--password", password, "--descr", "LAN VIP 2")  # fmt: skip
+    assert add.returncode == 0, add.stderr
+    assert f"carp: add vhid {new_vhid} on" in add.stdout
+
+    def live() -> bool:
+        view = {n: _vhid_view(lab, n).get(new_vhid) for n in ("node1", "node2")}
+        return view == {"node1": ("MASTER", 0), "node2": ("BACKUP", 100)}
+
+    assert until(live, 6.0), {n: _vhid_view(lab, n) for n in ("node1", "node2")}
+    # the VIP answers on the LAN through node1's new macvlan (the virtual MAC)
+    assert lab.run("client1", ["ping", "-c", "1", "-W", "2", address], timeout=10).returncode == 0
+    for n in ("node1", "node2"):
+        old = [r for r in _transitions(lab, n) if r["vhid"] != new_vhid]
+        assert old == others[n], f"{n}: an existing VHID changed state"
+        assert {r["to"] for r in _transitions(lab, n, vhid=new_vhid)} <= {"BACKUP", "MASTER"}
+    drop = cli(lab, "config", "node1", "delete-vip", "--interface", "lan", "--vhid", str(new_vhid))
+    assert drop.returncode == 0, drop.stderr
+    assert f"carp: remove vhid {new_vhid}" in drop.stdout
+    assert until(lambda: all(new_vhid not in _vhid_view(lab, n) for n in ("node1", "node2")), 3.0)
+    for n in ("node1", "node2"):
+        links = lab.run(n, ["ip", "-o", "link", "show"], timeout=10).stdout
+        assert f"carp{new_vhid}x" not in links
+        addrs = lab.run(n, ["ip", "-o", "addr", "show"], timeout=10).stdout
+        assert address not in addrs
+        assert [r for r in _transitions(lab, n) if r["vhid"] != new_vhid] == others[n]
+    assert lab.wait_master("node1", 5)
