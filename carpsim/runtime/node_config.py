@@ -211,6 +211,9 @@ class ConfigRuntime:
             self._remove_vhid(v.carp.vhid)
         for v in adds:
             self._add_vhid(_spec(v))
+        used = {rt.parent.index for rt in self.node.vhids.values()}
+        for index in set(self.node.parents) - used:
+            self.node.close_parent(index)  # its last VHID is gone: stop listening there
         # after the macvlans changed: the ruleset names them
         self.kernel(plan if not (adds or plan.vhids_remove) else _with_nft(plan))
         for v in plan.vhids_update:
@@ -256,7 +259,7 @@ class ConfigRuntime:
 
     def _remove_vhid(self, vhid: int) -> None:
         """A deleted VHID bows out (a MASTER's 255/255 advert, as on shutdown) before its VIPs
-        and macvlan go; a parent left without VHIDs stops being listened on."""
+        and macvlan go."""
         node = self.node
         rt = node.vhids.get(vhid)
         if rt is None:
@@ -271,8 +274,6 @@ class ConfigRuntime:
             for gauge in (m.state, m.advert_interval, m.master_down, m.last_advert_age):
                 with contextlib.suppress(KeyError):
                     gauge.remove(str(vhid))
-        if not any(r.parent.index == rt.parent.index for r in node.vhids.values()):
-            node.close_parent(rt.parent.index)
         log.info("vhid %d on %s: removed", vhid, rt.spec.interface)
 
     def _sync_node_config(self) -> None:
