@@ -22,10 +22,13 @@ from types import FrameType
 from typing import Any
 
 from carpsim.cli import config_live
+from carpsim.errors import EnvironmentProblem
 from carpsim.lab import builder, status
 from carpsim.lab.session import Lab
 from carpsim.lab.tcp_probe import JsonLines
 from carpsim.net import netns
+from carpsim.protocol import timers
+from carpsim.protocol.constants import MasterDownFormula
 
 SERVER = "203.0.113.10"
 CLIENT = "client1"
@@ -201,6 +204,31 @@ def _config_sync_step(lab: Lab) -> None:
     _say(f"node2's VIPs: advskew {skews} (the master's skew + 100, as pfSense's sync sets it)")
 
 
+def master_down_text(vip: dict[str, Any]) -> str:
+    """A backup's master-down wait for one VIP (as `show virtualip` gives it), written the way
+    its formula computes it (carpsim.protocol.timers), with the value."""
+    base, skew = int(vip.get("advbase", 1)), int(vip.get("advskew", 0))
+    ratio = int(vip.get("deadratio", 3))
+    formula = MasterDownFormula(vip.get("master_down_formula", "freebsd"))
+    value = timers.master_down_interval(base, skew, deadratio=ratio, formula=formula)
+    if formula is MasterDownFormula.OPENBSD:
+        text = f"{ratio} x ({base}s + {skew}/256 s)"
+    else:
+        text = f"{ratio} x {base}s + {skew}/256 s"
+    return f"{text} = {value:.3f} s"
+
+
+def _master_down(lab: Lab, node: str) -> str:
+    try:
+        reply = config_live.socket_query(str(lab.paths.control(node)))(
+            {"cmd": "config", "op": "show", "section": "virtualip"}
+        )
+    except EnvironmentProblem as exc:
+        return f"(cannot ask {node}: {exc})"
+    vips = reply.get("config", {}).get("virtualip", {}).get("vip", [])
+    return master_down_text(vips[0]) if vips else f"({node} shows no VIP)"
+
+
 def _states_line(lab: Lab) -> str:
     parts = []
     for node, states in lab.states().items():
@@ -269,7 +297,7 @@ def run_demo(prefix: str) -> int:
         t0 = time.monotonic()
         lab.kill("node1")
         _say(
-            "node1 is off; node2 declares it dead master_down = 3 x 1s + 100/256 s"
+            f"node1 is off; node2 declares it dead master_down = {_master_down(lab, 'node2')}"
             " after the last advert it heard"
         )
         took = lab.wait_master("node2", timeout=10, down=["node1"])
