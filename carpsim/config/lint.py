@@ -60,7 +60,64 @@ def raw_findings(node: str, data: Mapping[str, Any]) -> list[Finding]:
                     f"use a password of at most {MAX_PASSWORD_LEN} bytes, the same on every node",
                 )
             )
+    return out + _duplicate_vhid_findings(node, data)
+
+
+def _vip_entries(data: Mapping[str, Any]) -> list[Any]:
+    virtualip = data.get("virtualip")
+    vips = virtualip.get("vip", []) if isinstance(virtualip, Mapping) else []
+    return vips if isinstance(vips, list) else []
+
+
+def duplicate_vhids(data: Mapping[str, Any]) -> dict[int, int]:
+    """``virtualip.vip`` index -> the earlier index with the same VHID on the same interface."""
+    seen: dict[tuple[object, object], int] = {}
+    dups: dict[int, int] = {}
+    for i, v in enumerate(_vip_entries(data)):
+        if not isinstance(v, Mapping) or not isinstance(v.get("vhid"), int):
+            continue
+        key = (v.get("interface"), v["vhid"])
+        if key in seen:
+            dups[i] = seen[key]
+        else:
+            seen[key] = i
+    return dups
+
+
+def _duplicate_vhid_findings(node: str, data: Mapping[str, Any]) -> list[Finding]:
+    vips = _vip_entries(data)
+    out = []
+    for i, first in duplicate_vhids(data).items():
+        v = vips[i]
+        iface, vhid = v.get("interface"), v["vhid"]
+        used = {e.get("vhid") for e in vips if isinstance(e, Mapping)}
+        free = next((n for n in range(1, 256) if n not in used), None)
+        suggestion = f" (VHID {free} is free)" if free is not None else ""
+        out.append(
+            Finding(
+                node,
+                f"virtualip.vip[{i}].vhid",
+                f"VHID {vhid} on {iface} is already virtualip.vip[{first}]",
+                f"one VHID is one virtual router (one virtual MAC 00:00:5e:00:01:{vhid:02x}, one "
+                "advert signed over all its addresses): the node refuses a config with it "
+                "twice, so it does not start and a sync carrying it is refused; a peer that "
+                "lists the addresses otherwise signs differently, drops our adverts and "
+                "becomes MASTER too",
+                f"give virtualip.vip[{i}] its own VHID{suggestion}, unique on {iface}, and the "
+                "same number on the peer",
+            )
+        )
     return out
+
+
+def loadable(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The config without the VIP entries `duplicate_vhids` flags, so the cluster checks can
+    still run on the rest (the finding already says what to do about those)."""
+    dups = duplicate_vhids(data)
+    if not dups:
+        return dict(data)
+    vips = [v for i, v in enumerate(_vip_entries(data)) if i not in dups]
+    return {**data, "virtualip": {**data["virtualip"], "vip": vips}}
 
 
 def _master(configs: Sequence[Config]) -> Config:

@@ -195,3 +195,38 @@ def test_cli_exit_status_and_output(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "    why: " in out
     assert "    fix: " in out
     assert main(["lint", "--topology", "reference"]) == 0
+
+
+def _dup_lan_vhid(a: dict[str, Any], b: dict[str, Any]) -> None:
+    lan = a["virtualip"]["vip"][1]
+    assert (lan["interface"], lan["vhid"]) == ("lan", 1)
+    a["virtualip"]["vip"].append({**lan, "subnet": "192.168.110.250", "descr": "second"})
+
+
+def test_duplicate_vhid_on_one_interface_is_one_specific_finding() -> None:
+    a, b = ref(1), ref(2)
+    _dup_lan_vhid(a, b)
+    assert lint.duplicate_vhids(a) == {3: 1}
+    (f,) = lint.raw_findings("node1", a)
+    assert (f.node, f.field, f.severity) == ("node1", "virtualip.vip[3].vhid", "error")
+    assert f.message == "VHID 1 on lan is already virtualip.vip[1]"
+    assert "00:00:5e:00:01:01" in f.why
+    assert "MASTER" in f.why
+    assert "own VHID (VHID 4 is free)" in f.fix
+    # without the duplicate the node loads, and the pair is otherwise clean
+    assert lint.lint([parse(lint.loadable(a)), parse(b)]) == []
+
+
+def test_cli_duplicate_vhid_keeps_the_cluster_checks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def both(a: dict[str, Any], b: dict[str, Any]) -> None:
+        _dup_lan_vhid(a, b)
+        a["hasync"]["pfsyncpeerip"] = "172.16.1.2"  # the seed's own mistake, a cluster check
+
+    assert main(["lint", *write_pair(tmp_path, both)]) == 1
+    out = capsys.readouterr().out
+    assert "node1: virtualip.vip[3].vhid: error: VHID 1 on lan is already" in out
+    assert "the node refuses this config" not in out  # not the loader's generic text
+    assert "node1: hasync.pfsyncpeerip: error:" in out
+    assert "2 node(s): 2 error(s)" in out
