@@ -254,8 +254,11 @@ class ConfigSyncService:
         retry_delay: float = RETRY_DELAY,
         timeout: float = TIMEOUT,
         restore_timeout: float = RESTORE_TIMEOUT,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        """`sleep` waits between tries (a test passes its own to see the delays)."""
         self.store = store
+        self._sleep = sleep
         self.applier = applier
         self.state_dir = state_dir
         self.bind = bind if bind is not None else sync_address(store.current)
@@ -419,7 +422,7 @@ class ConfigSyncService:
         for attempt in range(self.tries):
             if attempt:
                 log.info("High Availability: Retrying XMLRPC Request due to error: %s", error)
-                time.sleep(self.retry_delay)
+                self._sleep(self.retry_delay)
             proxy = xmlrpc.client.ServerProxy(url, transport=_Transport(timeout), allow_none=False)
             try:
                 return getattr(proxy, method)(*params)
