@@ -203,10 +203,9 @@ class ConfigRuntime:
         # is that VHID deleted and added again; the others keep running.
         redo = [v for v in plan.vhids_update if not self._updatable(v)]
         adds = [*redo, *plan.vhids_add]
-        for v in adds:
-            self.node.check_vhid(_spec(v))  # before anything changes
-        for _, vhid in plan.vhids_remove:
-            self._remove_vhid(vhid)
+        self._check_adds(plan, adds)
+        for device, vhid in plan.vhids_remove:
+            self._remove_vhid(vhid, device)
         for v in redo:
             self._remove_vhid(v.carp.vhid)
         for v in adds:
@@ -224,6 +223,13 @@ class ConfigRuntime:
         self._sync_node_config()
         for step in plan.steps():
             log.info("config apply: %s", step)
+
+    def _check_adds(self, plan: apply.ApplyPlan, adds: list[derive.CarpVhid]) -> None:
+        """Before anything changes: one VHID number per node, every parent present."""
+        if adds:
+            check_unique(tuple(_spec(v) for v in derive.carp_vhids(plan.new)))
+            for v in adds:
+                self.node.check_vhid(_spec(v))
 
     def _updatable(self, v: derive.CarpVhid) -> bool:
         rt = self.node.vhids.get(v.carp.vhid)
@@ -251,18 +257,23 @@ class ConfigRuntime:
         up = node.open_parent(parent)
         rt = VhidRuntime(spec=spec, parent=parent)
         machine = CarpMachine(spec.carp, node.rng)
-        node.provision_vhid(rt, machine)
+        try:
+            node.provision_vhid(rt, machine)
+        except Exception:
+            node.deprovision_vhid(rt)  # no half-made macvlan left for the rollback to miss
+            raise
         node.vhids[vhid] = rt
         if node.driver is not None:
             node.driver.feed(node.machines.add_vhid, machine, parent.index, up=up)
         log.info("vhid %d on %s: added", vhid, spec.interface)
 
-    def _remove_vhid(self, vhid: int) -> None:
+    def _remove_vhid(self, vhid: int, device: str | None = None) -> None:
         """A deleted VHID bows out (a MASTER's 255/255 advert, as on shutdown) before its VIPs
-        and macvlan go."""
+        and macvlan go. With `device`, only the VHID on that device: rolling back an add that
+        was refused must not take the same number on another interface."""
         node = self.node
         rt = node.vhids.get(vhid)
-        if rt is None:
+        if rt is None or (device is not None and rt.spec.interface != device):
             return  # rolling back an add that never happened
         if node.driver is not None:
             node.driver.feed(node.machines.remove_vhid, vhid)

@@ -230,3 +230,43 @@ def test_a_vhid_on_a_missing_interface_is_refused_and_nothing_changes(node: Any)
         assert not any(name.startswith("carp5") for name in kernel.links)
 
     run(n, body)
+
+
+def test_a_vhid_number_used_on_another_interface_is_refused_first(node: Any) -> None:
+    n, kernel, _ = node
+
+    def body() -> None:
+        kernel.log.clear()
+        with pytest.raises(SyncError, match=r"vhid\[1\]"):
+            change(n, "add-vip", {"vip": {**VIP5, "vhid": 1}})
+        assert kernel.log == []
+        assert set(n.vhids) == {1}
+        assert n.group.machine(1).state is CarpState.BACKUP
+
+    run(n, body)
+
+
+def test_a_failure_after_the_add_rolls_the_new_vhid_back(node: Any) -> None:
+    n, kernel, _ = node
+    view = n.config_view
+    calls: list[object] = []
+
+    def kernel_step(plan: object) -> None:
+        calls.append(plan)
+        if len(calls) == 1:
+            raise RuntimeError("nft said no")
+
+    view.kernel = kernel_step
+
+    def body() -> None:
+        before = view.config
+        with pytest.raises(SyncError, match="nft said no"):
+            change(n, "add-vip", {"vip": VIP5})
+        assert len(calls) == 2  # the plan, then its reverse
+        assert view.config == before
+        assert set(n.vhids) == {1}
+        assert set(n.group.machines) == {1}
+        assert "carp5x17" not in kernel.links
+        assert kernel.log[-2:] == ["delete carp5x17", "close dmz"]
+
+    run(n, body)
