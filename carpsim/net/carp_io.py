@@ -188,6 +188,12 @@ class CarpSocket:
             except OSError:
                 break
 
+    def serve_vhids(self, vhids: Iterable[int]) -> None:
+        """The served VHIDs changed on a running node: swap the filter (the kernel replaces it
+        atomically) and keep what is queued, which are adverts the old filter let through."""
+        self.filtered_vhids = tuple(sorted(set(vhids)))
+        attach_filter(self._rx, vhid_filter(self.filtered_vhids))
+
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         loop.add_reader(self._rx.fileno(), self._readable)

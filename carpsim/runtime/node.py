@@ -185,12 +185,8 @@ class Node:
             self.parents[parent.index] = parent
             self.vhids[spec.carp.vhid] = VhidRuntime(spec=spec, parent=parent)
             if spec.carp.srcip not in {a.ip for a in self.links.ipv4_addresses(parent.index)}:
-                log.warning(
-                    "vhid %d: srcip %s is not configured on %s; adverts still use it",
-                    spec.carp.vhid,
-                    spec.carp.srcip,
-                    spec.interface,
-                )
+                log.warning("vhid %d: srcip %s is not configured on %s; adverts still use it",
+                            spec.carp.vhid, spec.carp.srcip, spec.interface)  # fmt: skip
         for name, script in (
             ("upscript", self.config.upscript),
             ("downscript", self.config.downscript),
@@ -288,21 +284,30 @@ class Node:
         return parent
 
     def open_parent(self, parent: LinkInfo) -> bool:
-        """A parent a live edit brings in: its sysctls and CARP sockets; is it usable?"""
-        if parent.index not in self.parents:
-            sysctl.prepare_parent(parent.name)
-            sock = self._socket_factory(parent.name, parent.index, self._packet)
-            self.parents[parent.index] = parent
-            self._sockets[parent.index] = sock
-            self._parent_up[parent.index] = parent.usable
+        """The parent's CARP sockets, once (a live edit may bring a new parent); usable?"""
+        index = parent.index
+        if index not in self._sockets:
+            if index not in self.parents:
+                sysctl.prepare_parent(parent.name)
+                self.parents[index] = parent
+            sock = self._sockets[index] = self._socket_factory(parent.name, index, self._packet)
+            self._parent_up[index] = parent.usable
             if self._loop is not None:
                 sock.start(self._loop)
-        return self._parent_up[parent.index]
+        return self._parent_up[index]
 
     def close_parent(self, index: int) -> None:
         """The last VHID on this parent was deleted: stop listening there."""
         self._sockets.pop(index).close()
         del self.parents[index], self._parent_up[index]
+
+    def filter_parents(self, *, drain: bool = False) -> None:
+        """The kernel drops what is no advert of ours: each parent admits exactly its VHIDs
+        (`drain` the queue at start; a live change keeps it, the old filter passed it)."""
+        for index, sock in self._sockets.items():
+            if isinstance(sock, CarpSocket):
+                vhids = [v for v, rt in self.vhids.items() if rt.parent.index == index]
+                (sock.restrict_vhids if drain else sock.serve_vhids)(vhids)
 
     def deprovision_vhid(self, rt: VhidRuntime) -> None:
         """Its VIPs off, its macvlan gone (after the machine's bow-out was executed)."""
@@ -314,12 +319,9 @@ class Node:
 
     def open_sockets(self) -> None:
         """One CARP socket set per parent, from the injected factory (not yet reading)."""
-        for index, parent in self.parents.items():
-            sock = self._socket_factory(parent.name, index, self._packet)
-            if isinstance(sock, CarpSocket):  # kernel drops what is no advert of ours
-                sock.restrict_vhids(v for v, rt in self.vhids.items() if rt.parent.index == index)
-            self._sockets[index] = sock
-            self._parent_up[index] = parent.usable
+        for parent in list(self.parents.values()):
+            self.open_parent(parent)
+        self.filter_parents(drain=True)
 
     def start_machines(self, loop: asyncio.AbstractEventLoop) -> None:
         """The driver, state sync, and CARP's start on the usable parents."""
@@ -422,12 +424,8 @@ class Node:
         # Called from inside the statesync driver's execute: feeding the CARP driver here is
         # a separate machine, so there is no re-entrancy into the replicator.
         self._driver.feed(self.machines.ready_changed, ready)
-        log.info(
-            "statesync %s (%s): group demote now %d",
-            "ready" if ready else "not ready",
-            reason,
-            self.group.group_demote,
-        )
+        log.info("statesync %s (%s): group demote now %d", "ready" if ready else "not ready",
+                 reason, self.group.group_demote)  # fmt: skip
 
     def _cmd_shutdown(self, _req: JsonDict) -> JsonDict:
         self.stop_requested.set()
@@ -461,13 +459,8 @@ class Node:
         self.metrics.tx_errors.labels(reason=reason).inc()
         if reason not in self._logged_tx:
             self._logged_tx.add(reason)
-            log.warning(
-                "send %s failed (%s): %s; further %s errors are only counted",
-                what,
-                reason,
-                exc,
-                reason,
-            )
+            log.warning("send %s failed (%s): %s; further %s errors are only counted",
+                        what, reason, exc, reason)  # fmt: skip
 
     def _transmit(self, action: Transmit) -> None:
         rt = self.vhids[action.vhid]
@@ -550,12 +543,8 @@ class Node:
             self.vhids[action.vhid].drops[reason] += 1
         if reason not in self._logged_drops:
             self._logged_drops.add(reason)
-            log.warning(
-                "dropped a packet: %s (%s); further %s drops are only counted",
-                reason,
-                action.detail,
-                reason,
-            )
+            log.warning("dropped a packet: %s (%s); further %s drops are only counted",
+                        reason, action.detail, reason)  # fmt: skip
 
     # ------------------------------------------------------------------ status
 

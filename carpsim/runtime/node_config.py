@@ -210,9 +210,11 @@ class ConfigRuntime:
             self._remove_vhid(v.carp.vhid)
         for v in adds:
             self._add_vhid(_spec(v))
-        used = {rt.parent.index for rt in self.node.vhids.values()}
-        for index in set(self.node.parents) - used:
-            self.node.close_parent(index)  # its last VHID is gone: stop listening there
+        if adds or plan.vhids_remove:
+            used = {rt.parent.index for rt in self.node.vhids.values()}
+            for index in set(self.node.parents) - used:
+                self.node.close_parent(index)  # its last VHID is gone: stop listening there
+            self.node.filter_parents()
         # after the macvlans changed: the ruleset names them
         self.kernel(plan if not (adds or plan.vhids_remove) else _with_nft(plan))
         for v in plan.vhids_update:

@@ -216,7 +216,10 @@ def test_a_vip_added_on_the_master_runs_live_on_both_and_delete_removes_it(lab: 
         view = {n: _vhid_view(lab, n).get(new_vhid) for n in ("node1", "node2")}
         return view == {"node1": ("MASTER", 0), "node2": ("BACKUP", 100)}
 
-    assert until(live, 6.0), {n: _vhid_view(lab, n) for n in ("node1", "node2")}
+    if not until(live, 6.0):
+        full = json.loads(cli(lab, "status", "--json").stdout)["nodes"]
+        pytest.fail(json.dumps({n: {k: full[n].get(k) for k in ("vhids", "drops")}
+                                for n in ("node1", "node2")}))  # fmt: skip
     # the VIP answers on the LAN through node1's new macvlan (the virtual MAC)
     assert lab.run("client1", ["ping", "-c", "1", "-W", "2", address], timeout=10).returncode == 0
     for n in ("node1", "node2"):
