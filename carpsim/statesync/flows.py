@@ -30,6 +30,8 @@ from carpsim.statesync.table import InMemoryStateTable
 
 _INS = Act.INS
 _UPD = Act.UPD
+_GONE = (None, None, None)
+"""What the echo of one of our removals looks like (no TCP state, no NAT)."""
 _DRIVEN = (Owner.LOCAL, Owner.CLAIMED)
 _MAX_ZONE = 0xFFFF
 
@@ -127,7 +129,7 @@ class Flows:
 
     def local_delete(self, now: float, key: FlowKey, out: list[Action]) -> bool:
         """True if a state we drove ended (its DEL_C is queued)."""
-        if self.echoes.consume(now, key, Echo(now, None, None, None)):
+        if self.echoes.consume(now, key, _GONE):
             return False
         cur = self.table.get(key)
         owner = self.own.owner(key, cur is not None)
@@ -183,7 +185,7 @@ class Flows:
         key = rec.key
         if self.excluded(key):
             return
-        if self.echoes.consume(now, key, Echo(now, rec.tcp_state, rec.nat_src, rec.nat_dst)):
+        if self.echoes.consume(now, key, (rec.tcp_state, rec.nat_src, rec.nat_dst)):
             return
         cur = self.table.get(key)
         if rec.id == 0 and rec.creatorid == 0:

@@ -234,18 +234,16 @@ class Echoes:
     def entries(self) -> int:
         return sum(len(v) for v in self._by_key.values())
 
-    def consume(self, now: float, key: FlowKey, echo: Echo) -> bool:
-        """True (and dropped with every older one) if `echo` matches an expected one."""
+    def consume(self, now: float, key: FlowKey, seen: tuple[object, object, object]) -> bool:
+        """True (and dropped with every older one) if the event `seen` = (tcp state, NAT
+        source, NAT destination) matches an expected echo. Takes a plain tuple: this runs for
+        every local conntrack event, most with no echo pending."""
         expected = self._by_key.get(key)
         if expected is None:
             return False
         horizon = now - self.window
         for n, e in enumerate(expected):
-            if e.when >= horizon and (e.tcp, e.nat_src, e.nat_dst) == (
-                echo.tcp,
-                echo.nat_src,
-                echo.nat_dst,
-            ):
+            if e.when >= horizon and (e.tcp, e.nat_src, e.nat_dst) == seen:
                 del expected[: n + 1]
                 if not expected:
                     del self._by_key[key]
