@@ -180,7 +180,7 @@ class Ucarp(Contender):
         up, down = workdir / "ucarp-up.sh", workdir / "ucarp-down.sh"
         if not up.exists():
             # The GARP runs in the background: ucarp waits for its scripts, and a blocking
-            # arping would delay its first adverts (carp-spec §4.2).
+            # arping would delay its first adverts (ucarp spawn.c).
             up.write_text(
                 textwrap.dedent(f"""\
                 #!/bin/sh

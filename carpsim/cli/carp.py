@@ -68,7 +68,7 @@ def read_password(args: argparse.Namespace) -> str:
             text = Path(args.passfile).read_text(errors="surrogateescape")
         except OSError as exc:
             raise ConfigError("passfile", f"cannot read {args.passfile}: {exc.strerror}") from exc
-        # ucarp keeps only the first line and strips only "\n" (carp-spec §2.1).
+        # ucarp keeps only the first line and strips only "\n" (ucarp.c).
         return text.split("\n", 1)[0]
     if args.password is None:
         raise ConfigError("pass", "a password is required (--pass or --passfile)")

@@ -1,7 +1,7 @@
 """What changed between two configs, so the node reconfigures only that.
 
-VHIDs are compared the way pfSense's receiver decides whether to redo a CARP VIP (§6.12 of the
-sync notes): by password, advskew, advbase and addresses (plus carpsim's own CARP knobs). A
+VHIDs are compared the way pfSense's receiver decides whether to redo a CARP VIP (its
+xmlrpc.php): by password, advskew, advbase and addresses (plus carpsim's own CARP knobs). A
 description edit changes the section but touches no VHID, so nothing flaps. Rules are matched
 by tracker, so an edit elsewhere does not make every rule look new.
 """

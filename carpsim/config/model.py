@@ -1,7 +1,7 @@
 """The node's configuration by pfSense section, as frozen dataclasses.
 
-One `Config` is the whole document a node runs from (ARCHITECTURE.md: "the node owns its
-configuration"). Section and field names follow pfSense's config.xml where pfSense has the
+One `Config` is the whole document a node runs from (docs/config.md: the node owns its
+configuration). Section and field names follow pfSense's config.xml where pfSense has the
 concept (``virtualip.vip``, ``filter.rule``, ``nat.outbound.rule``, ``dhcpd.<if>``, ``hasync``),
 so a config.xml maps onto it and the XML-RPC sync can send the same sections pfSense sends.
 Values here are already validated: `carpsim.config.loader` builds them, `validate` checks the
@@ -19,7 +19,7 @@ from carpsim.web.config import WebConfig
 DEFAULT_CONTROL = "/run/carpsim/carpsim.sock"
 CONFIG_VERSION = "23.3"
 """pfSense's ``<version>`` of 2.7.1/2.7.2: what `host_firmware_version` reports as
-``config_version`` and what the sync compares (configsync-spec §3)."""
+``config_version`` and what the sync compares (pfSense rc.filter_synchronize)."""
 HA_SYNC_PRIVILEGE = "system-xmlrpc-ha-sync"
 
 
@@ -289,7 +289,7 @@ SYNC_TOGGLES = (
     "synchronizestaticroutes",
     "synchronizevirtualip",
 )
-"""pfSense's per-section toggles for the sections carpsim models (configsync-spec §4)."""
+"""pfSense's per-section toggles for the sections carpsim models (pfSense system_hasync.php)."""
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,14 @@ The lab no longer loads this: each node renders its own ruleset from the config 
 (`carpsim.config.fromlab`, docs/config.md). This text stays as the reference the rendered
 configs are checked against (tests/unit/test_config_nft.py): same NAT, same filter decisions.
 
-Why it looks like this (statesync-spec §3.5, §4.3 item 6): failover tests only mean something
-if the backup cannot silently "pick up" a flow it has no state for. So the forward chain accepts
-a new TCP flow only from its SYN (pf's default ``flags S/SA``), conntrack's loose pickup is off
-(``nf_conntrack_tcp_loose=0``, set by the builder), and outbound NAT uses ``snat ... random``:
-pf rewrites source ports, and with random ports a stateless backup cannot reproduce the
-mapping. The NAT target is the WAN VIP, never an interface address (masquerade would pick the
-node's own address, which differs between nodes and breaks every flow on failover).
+Why it looks like this: a failover test that passes without state sync proves nothing, so it
+only means something if the backup cannot silently "pick up" a flow it has no state for. So the
+forward chain accepts a new TCP flow only from its SYN (pf's default ``flags S/SA``),
+conntrack's loose pickup is off (``nf_conntrack_tcp_loose=0``, set by the builder), and outbound
+NAT uses ``snat ... random``: pf rewrites source ports, and with random ports a stateless backup
+cannot reproduce the mapping. The NAT target is the WAN VIP, never an interface address
+(masquerade would pick the node's own address, which differs between nodes and breaks every flow
+on failover).
 
 Matches use source subnets rather than input interfaces because traffic to a VIP arrives on the
 CARP macvlan (``carp<vhid>x<ifindex>``), whose name the lab does not control; NAT matches the

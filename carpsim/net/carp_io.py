@@ -1,7 +1,7 @@
 """CARP packet I/O on one parent interface: a raw IP socket in, an AF_PACKET socket out.
 
 Receive: ``socket(AF_INET, SOCK_RAW, 112)`` delivers each packet as it arrives (no pcap
-buffering, carp-spec §4.4) with its IPv4 header, so the machine checks TTL and addresses. The
+buffering, ucarp's 1 s lag) with its IPv4 header, so the machine checks TTL and addresses. The
 socket is bound to the parent (SO_BINDTODEVICE), joins 224.0.0.18 on the parent's ifindex (which
 also makes the NIC accept 01:00:5e:00:00:12) and never loops our own multicast back. Every
 packet read is handed over as (ifindex, bytes): the pure `CarpGroup` decides everything else
@@ -10,7 +10,7 @@ packet read is handed over as (ifindex, bytes): the pure `CarpGroup` decides eve
 Send: multicast adverts and GARPs are whole Ethernet frames written to an AF_PACKET socket
 bound to the parent, so the source MAC is the virtual MAC (or the real one with --real-mac).
 Unicast adverts (--peer) go through an IP_HDRINCL raw socket so the kernel resolves the peer's
-MAC; their source is the real MAC, as FreeBSD does for unicast peers (carp-spec §1.1).
+MAC; their source is the real MAC, as FreeBSD does for unicast peers (FreeBSD ip_carp.c).
 
 Flood defence (docs/security.md): a LAN host sending tens of thousands of bogus CARP packets a
 second once saturated a backup until it missed the master's adverts and took over. So

@@ -1,4 +1,4 @@
-"""pfsync transport on the SYNC link: raw IP protocol 240, TTL 255 (statesync-spec §1.1).
+"""pfsync transport on the SYNC link: raw IP protocol 240, TTL 255 (BSD if_pfsync.c).
 
 Send: a raw socket bound (SO_BINDTODEVICE) to the sync interface; the kernel builds the IPv4
 header (TTL 255, TOS low-delay, DF) and the destination is the configured unicast peer or the

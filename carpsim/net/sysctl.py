@@ -1,6 +1,6 @@
 """Per-interface IPv4 sysctls a CARP node needs, set in the current network namespace.
 
-Why each one (carp-spec §7, keepalived #364/#1040 pitfalls with use_vmac):
+Why each one (the arp_ignore/rp_filter pitfalls of keepalived's use_vmac, its #364/#1040):
 
 - ``arp_ignore=1`` on the parent: answer ARP only for addresses configured on the interface the
   request came in on, so the parent never answers for a VIP that lives on the macvlan with its

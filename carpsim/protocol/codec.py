@@ -1,6 +1,6 @@
 """Wire-exact CARP codec: the 36-byte advertisement, its IPv4 carrier, and the HMAC.
 
-Everything here follows carp-spec §1-§2 and §5.1. Decoding raises only `DecodeError` whose
+Everything here follows OpenBSD/FreeBSD ip_carp.c. Decoding raises only `DecodeError` whose
 reason is a `DropReason` value, so a driver can count drops by name without a translation table.
 The hot paths (HMAC, checksum, header parsing) are written for speed because the simulator and
 the daemon run them on every advert: the HMAC prefix state is precomputed per VHID (`CarpAuth`)
@@ -58,7 +58,7 @@ def _fold(total: int) -> int:
 
 
 def carp_checksum(carp36: bytes) -> int:
-    """RFC 1071 checksum over exactly 36 CARP bytes (no pseudo-header, carp-spec §1.4).
+    """RFC 1071 checksum over exactly 36 CARP bytes (no pseudo-header, as OpenBSD carp_cksum).
 
     Returns 0 for a header whose embedded checksum is correct.
     """
@@ -70,7 +70,7 @@ def ipv4_header_checksum(header20: bytes) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# HMAC (carp-spec §2)
+# HMAC (BSD ip_carp.c carp_hmac_prepare, ucarp carp.c)
 
 
 def _address(vip: VipLike) -> IPv4Address | IPv6Address:
@@ -96,7 +96,7 @@ def hmac_prefix(vhid: int, vips: Iterable[VipLike], *, include_link_local: bool 
 
 
 def hmac_key(password: bytes) -> bytes:
-    """BSD strlcpy keeps at most 19 bytes (carp-spec §2.1); trailing zeros do not change HMAC."""
+    """BSD strlcpy keeps at most 19 bytes (setcarp_passwd); trailing zeros do not change HMAC."""
     return password[:MAX_PASSWORD_LEN]
 
 
@@ -108,8 +108,8 @@ def compute_hmac(
     *,
     include_link_local: bool = False,
 ) -> bytes:
-    """The 20-byte md of an advert (carp-spec §2.2). `include_link_local` gives the receive-side
-    HMAC_ORIG variant that OpenBSD also accepts."""
+    """The 20-byte md of an advert (OpenBSD carp_hmac_prepare). `include_link_local` gives
+    the receive-side HMAC_ORIG variant that OpenBSD also accepts."""
     prefix = hmac_prefix(vhid, vips, include_link_local=include_link_local)
     return hmac.new(hmac_key(password), prefix + counter, hashlib.sha1).digest()
 
@@ -153,7 +153,7 @@ class CarpAuth:
 
 @dataclass(frozen=True, slots=True)
 class CarpAdvert:
-    """The 36-byte CARP header, field for field (carp-spec §1.3)."""
+    """The 36-byte CARP header, field for field (struct carp_header, ip_carp.h)."""
 
     version: int
     type: int
@@ -236,7 +236,7 @@ def _ipv4(packed: bytes) -> IPv4Address:
 
 
 def _looks_like_vrrp(payload: bytes) -> bool:
-    """VRRPv2 shares byte 0 (0x21) with CARP; VRRPv3 has 0x31 (carp-spec §7.8)."""
+    """VRRPv2 shares byte 0 (0x21) with CARP; VRRPv3 has 0x31 (RFC 3768, RFC 5798)."""
     if not payload:
         return False
     version, kind = payload[0] >> 4, payload[0] & 0x0F
@@ -297,7 +297,7 @@ def _split_ipv4(data: bytes) -> tuple[tuple[Any, ...], bytes]:
 
 
 def decode_packet(data: bytes, *, check_ttl: bool = True, check_sum: bool = True) -> CarpPacket:
-    """Parse an IPv4 packet carrying a CARP advert, checking in OpenBSD order (carp-spec §5.1):
+    """Parse an IPv4 packet carrying a CARP advert, checking in OpenBSD order (carp_proto_input_if):
     TTL, length, checksum, version. VRRP on protocol 112 is `not_carp`, never `badver`.
 
     `check_ttl=False` is FreeBSD's behaviour for unicast peers (and lets a capture reader

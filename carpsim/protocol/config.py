@@ -38,7 +38,7 @@ class CarpConfig:
     srcip: IPv4Address
     """IPv4 source of our adverts (an address of the parent interface)."""
     password: bytes = b""
-    """HMAC key: the raw password bytes, at most 19 (carp-spec §2.1)."""
+    """HMAC key: the raw password bytes, at most 19 (BSD ifconfig strlcpy)."""
     advbase: int = 1
     """Seconds, 1..255 (0 allowed only with the openbsd formula)."""
     advskew: int = 0

@@ -1,4 +1,4 @@
-"""CARP protocol constants (carp-spec §1, §3.9, §5)."""
+"""CARP protocol constants (BSD ip_carp.h and ip_carp.c, ucarp)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ class MasterDownFormula(enum.Enum):
 
 
 class DropReason(enum.StrEnum):
-    """carpstats counter names (carp-spec §5.4); `loop` is split out of badauth."""
+    """carpstats counter names (ip_carp.h); `loop` is split out of badauth."""
 
     BADIF = "badif"
     BADTTL = "badttl"

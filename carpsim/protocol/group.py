@@ -1,4 +1,4 @@
-"""Several VHIDs on one node, demoted together so they fail over as a group (carp-spec §3.6-3.7).
+"""Several VHIDs on one node, demoted together so they fail over as a group (OpenBSD carp groups).
 
 A received packet takes one path: `packet_received(now, data, ifindex)` drops our own
 adverts (by IPv4 source), decodes once, routes by vhid, and counts a vhid that is served on

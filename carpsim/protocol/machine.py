@@ -1,13 +1,14 @@
-"""The per-VHID CARP state machine (carp-spec §3), sans-IO.
+"""The per-VHID CARP state machine (BSD ip_carp.c, ucarp), sans-IO.
 
 Inputs are methods taking `now` (monotonic seconds); each returns the actions the driver must
 carry out, in order. There is exactly one timer: master-down while BACKUP, the advert period
 while MASTER; `next_deadline()` says when to call `on_timer`.
 
 Election follows the BSD rules: a master that hears an equal-or-better advert steps down (never
-an IP tie-break, which can leave two masters against ucarp, §3.3), and the OpenBSD demote byte is
-compared before intervals. Our counter is a constant random cookie (OpenBSD style), which makes
-loop detection free; peers' counters are never checked for monotonicity (§2.5).
+an IP tie-break: ucarp's raw s_addr compare can leave two masters), and the OpenBSD demote
+byte is compared before intervals. Our counter is a constant random cookie (OpenBSD style),
+which makes loop detection free; peers' counters are never checked for monotonicity (no BSD
+checks it).
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ class CarpMachine:
 
     @property
     def effective_advskew(self) -> int:
-        """FreeBSD's D: configured skew plus demotion, clamped to 240 (carp-spec §3.6).
+        """FreeBSD's D: configured skew plus demotion, clamped to 240 (CARP_MAXSKEW).
 
         The clamp applies only while demoted and never lowers the skew, so a configured 254
         (pfSense maintenance mode) keeps its meaning.
@@ -198,7 +199,7 @@ class CarpMachine:
         return self._dispatch(now, CarpInput.DEMOTE, "reconfigured")
 
     def packet_received(self, now: float, pkt: CarpPacket) -> list[Action]:
-        """A decoded advert. Drops come first (vhid, HMAC, loop; carp-spec §5.1 order)."""
+        """A decoded advert. Drops come first (vhid, HMAC, loop; OpenBSD's order)."""
         adv = pkt.advert
         if adv.vhid != self._config.vhid:
             return [CountDrop(self._config.vhid, DropReason.BADVHID, f"vhid {adv.vhid}")]
@@ -298,7 +299,7 @@ class CarpMachine:
         return actions
 
     def _bow_out(self, now: float, reason: str, pkt: CarpPacket | None) -> list[Action]:
-        """Clean stop (carp-spec §3.10): 255/255 makes every backup take over at once."""
+        """Clean stop (OpenBSD sc_bow_out): 255/255 makes every backup take over at once."""
         bow = self._advert((BOW_OUT_ADVBASE, BOW_OUT_ADVSKEW), self._demote)
         return [bow, *self._to_init(now, reason, pkt)]
 
@@ -369,9 +370,9 @@ TRANSITIONS: dict[tuple[CarpState, CarpInput], Rule] = {
     (INIT, CarpInput.FORCE_MASTER): rule(CarpMachine._ignore, INIT, why="not running"),
     # BACKUP
     (BACKUP, CarpInput.LINK_UP): rule(CarpMachine._ignore, BACKUP, why="already up"),
-    (BACKUP, CarpInput.LINK_DOWN): rule(CarpMachine._to_init, INIT, why="carp-spec §3.7"),
+    (BACKUP, CarpInput.LINK_DOWN): rule(CarpMachine._to_init, INIT, why="parent link down"),
     (BACKUP, CarpInput.ADVERT): rule(
-        CarpMachine._backup_advert, BACKUP, MASTER, why="carp-spec §3.3"
+        CarpMachine._backup_advert, BACKUP, MASTER, why="BSD advert election"
     ),
     (BACKUP, CarpInput.TIMER): rule(CarpMachine._become_master, MASTER, why="master-down expired"),
     (BACKUP, CarpInput.DEMOTE): rule(CarpMachine._ignore, BACKUP, why="only masters re-advertise"),
@@ -382,15 +383,15 @@ TRANSITIONS: dict[tuple[CarpState, CarpInput], Rule] = {
     ),
     # MASTER
     (MASTER, CarpInput.LINK_UP): rule(CarpMachine._ignore, MASTER, why="already up"),
-    (MASTER, CarpInput.LINK_DOWN): rule(CarpMachine._to_init, INIT, why="carp-spec §3.7"),
+    (MASTER, CarpInput.LINK_DOWN): rule(CarpMachine._to_init, INIT, why="parent link down"),
     (MASTER, CarpInput.ADVERT): rule(
-        CarpMachine._master_advert, MASTER, BACKUP, why="carp-spec §3.3"
+        CarpMachine._master_advert, MASTER, BACKUP, why="BSD advert election"
     ),
     (MASTER, CarpInput.TIMER): rule(CarpMachine._send_advert, MASTER, why="advert period"),
     (MASTER, CarpInput.DEMOTE): rule(
         CarpMachine._send_advert, MASTER, why="advertise change at once"
     ),
-    (MASTER, CarpInput.SHUTDOWN): rule(CarpMachine._bow_out, INIT, why="carp-spec §3.10"),
+    (MASTER, CarpInput.SHUTDOWN): rule(CarpMachine._bow_out, INIT, why="bow-out 255/255"),
     (MASTER, CarpInput.FORCE_BACKUP): rule(
         CarpMachine._step_down, BACKUP, why="admin state backup"
     ),

@@ -1,4 +1,4 @@
-"""The two CARP interval formulas (carp-spec §3.2), the only place they are written.
+"""The two CARP interval formulas (OpenBSD; FreeBSD and ucarp), the only place they are written.
 
 The machine times its adverts and its master-down timer with them, the codec's `CarpAdvert`
 reports a sender's interval with `advert_interval`, and the lab verdict and probes judge

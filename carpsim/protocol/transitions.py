@@ -1,4 +1,4 @@
-"""The vocabulary of the CARP transition table (carp-spec §3.1): inputs and rules.
+"""The vocabulary of the CARP transition table (ip_carp.c's INIT/BACKUP/MASTER): inputs and rules.
 
 The table itself, `carpsim.protocol.machine.TRANSITIONS`, sits right below `CarpMachine`
 because its rules point at the machine's handler methods (function references, not names).

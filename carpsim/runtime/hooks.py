@@ -1,6 +1,6 @@
 """Up/down scripts run like ucarp's (``script <ifname> <vip>``), but never on the advert path.
 
-ucarp forks and *waits* for its scripts, which delays adverts (carp-spec §4.2, §3.8). Here each
+ucarp forks and *waits* for its scripts, which delays adverts (ucarp spawn.c). Here each
 script is an asyncio subprocess; calls for one VHID are chained so an up never overtakes the
 down that preceded it, while the protocol loop keeps running.
 """

@@ -1,4 +1,4 @@
-"""Prometheus metrics for one CARP daemon (carp-spec §5.4 names), on its own registry.
+"""Prometheus metrics for one CARP daemon (BSD carpstats counter names), on its own registry.
 
 A per-daemon `CollectorRegistry` keeps tests and several in-process nodes from colliding in
 the global registry.

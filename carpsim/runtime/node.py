@@ -331,7 +331,7 @@ class Node:
         # composition, whose rules turn the Replicator's readiness into demotion.
         self._driver = Driver(self.group, self.execute, loop)
         if self.statesync is not None:
-            # Before the first advert: a node without the state table starts demoted (§1.7).
+            # Before the first advert: a node without the state table starts demoted (as pfsync).
             self.statesync.start(loop)
         up = [v for v, rt in self.vhids.items() if self._parent_up[rt.parent.index]]
         down = [v for v in self.vhids if v not in up]
@@ -418,7 +418,7 @@ class Node:
         return {"text": generate_latest(self.metrics.registry).decode()}
 
     def _statesync_ready(self, ready: bool, reason: str) -> None:
-        """Replicator readiness, handed to the composition's demotion rule (spec §1.7)."""
+        """Replicator readiness, handed to the composition's demotion rule (as pfsync)."""
         if self._driver is None:
             return
         # Called from inside the statesync driver's execute: feeding the CARP driver here is

@@ -7,11 +7,11 @@ conntrack table. Inputs reach the replicator through the generic `Driver`:
   events); an event-socket overrun comes back as `ResyncNeeded` -> a full kernel dump, whose
   key set feeds local_resync (our states that vanished unseen);
 - a kernel dump every `refresh_interval` -> local_snapshot (conntrack sends no event for traffic,
-  so this is how moved counters reach the replicator's liveness refresh, spec §4.3.3). Dumps run
-  in a worker thread with its own netlink socket (`ct_dump_worker`): only entries that changed
-  since the previous dump come back, in chunks, so the loop that also runs CARP is never held
-  for the length of a dump. Entries touched by an event while a dump ran are skipped (the event
-  is newer than the dump's copy);
+  so this is how moved counters reach the replicator's liveness refresh, docs/statesync-protocol.md
+  §4). Dumps run in a worker thread with its own netlink socket (`ct_dump_worker`): only entries
+  that changed since the previous dump come back, in chunks, so the loop that also runs CARP is
+  never held for the length of a dump. Entries touched by an event while a dump ran are skipped
+  (the event is newer than the dump's copy);
 - sync frames that passed the socket's interface check and the codec's IPv4 header check
   -> frame_received;
 - the sync interface's carrier -> link_up / link_down.
@@ -20,10 +20,10 @@ Actions: Transmit -> the sync socket; InstallStates / RemoveStates -> a FIFO of 
 drained `WRITE_CHUNK` records per loop iteration (a 50k-state bulk or sweep never holds the
 loop for long; consecutive installs coalesce into one batched apply_many);
 ReadyChanged -> `on_ready(ready, reason)`, which the node turns into a CARP
-demotion while not ready (spec §1.7); CountDrop -> the socket's drop table (one table, keyed by
+demotion while not ready (as pfsync); CountDrop -> the socket's drop table (one table, keyed by
 `SyncDropReason`); Bulk*/PeerRestarted -> status and logs.
 
-The replicator already keeps the userspace mirror (spec §4.3.5) and recognises the kernel's
+The replicator already keeps the userspace mirror (conntrackd-style) and recognises the kernel's
 echoes of its own installs, and the sync link's flows (proto 240, the sync addresses) are
 excluded on both the kernel side and the replicator side.
 """

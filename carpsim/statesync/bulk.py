@@ -1,4 +1,4 @@
-"""Bulk update (statesync-spec §1.6): the requester and the server, each its own small machine.
+"""Bulk update (pfsync BUS, if_pfsync.c): the requester and the server, each its own small machine.
 
 Requester: `start` sends UPD_REQ 0/0 every `bulk_retry_interval` until BUS START, then waits for
 BUS END with a silence timeout of `bulk_timeout`; after `bulk_max_tries` requests it gives up

@@ -1,9 +1,9 @@
 """pfsync v5 (FreeBSD/pfSense) frame codec with 1400-layout states and carpsim's extension.
 
 Frame = 20-byte header, subheaders each followed by `count` fixed-size records, EOF subheader
-(statesync-spec §1.3). Decoding raises only `DecodeError(reason)` with a `SyncDropReason` value.
+(FreeBSD if_pfsync.h). Decoding raises only `DecodeError(reason)` with a `SyncDropReason` value.
 
-StateRecord <-> pfsync 1400 state mapping (spec §4.2, documented in docs/statesync-protocol.md):
+StateRecord <-> pfsync 1400 state mapping (docs/statesync-protocol.md §2):
 key[0] (wire) = original tuple with SNAT/DNAT applied, key[1] (stack) = original tuple; the
 conntrack TCP state goes into the two peer `state` bytes through a fixed injective table;
 conntrack `status` and `mark` ride in the src/dst peers' scrub `ts_mod` with `scrub_flag` = 0,
@@ -486,7 +486,7 @@ class SyncPacket:
 
 
 def decode_packet(data: bytes, *, check_ttl: bool = True) -> SyncPacket:
-    """Check an IPv4 packet carrying pfsync (statesync-spec §1.1): length, IHL, protocol and
+    """Check an IPv4 packet carrying pfsync (as pfsync_input): length, IHL, protocol and
     TTL exactly 255 (an on-link-only check: any routed packet arrives with less).
 
     Raises only `DecodeError` with a `SyncDropReason`; the frame itself is `decode_frame`'s.

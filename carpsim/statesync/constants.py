@@ -1,4 +1,6 @@
-"""pfsync wire constants (statesync-spec §1.3-1.5) and the carpsim reliability extension (§4.3).
+"""pfsync wire constants (FreeBSD if_pfsync.h) and the carpsim reliability extension.
+
+The extension is specified in docs/statesync-protocol.md §3.
 
 FreeBSD/pfSense family: header version 5, EOF-terminated frames, "1400" state records.
 """

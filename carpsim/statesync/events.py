@@ -50,7 +50,7 @@ class RemoveStates:
 
 @dataclass(frozen=True)
 class ReadyChanged:
-    """Replicator readiness flipped; not ready => the edge demotes CARP (spec §1.7).
+    """Replicator readiness flipped; not ready => the edge demotes CARP (as pfsync does).
 
     reasons: starting, link_down, bulk_pending, bulk_done, bulk_gave_up.
     """

@@ -1,6 +1,6 @@
 """The typed values of a pfsync frame (what `codec.decode_frame` returns and `encode_frame` takes).
 
-Field meanings follow statesync-spec §1.3-1.5 and docs/statesync-protocol.md; the byte rules are
+Field meanings follow BSD if_pfsync.h/pfvar.h and docs/statesync-protocol.md; the byte rules are
 all in codec.py.
 """
 

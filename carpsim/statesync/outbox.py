@@ -1,4 +1,6 @@
-"""What goes out besides bulks: coalesced changes (flush) and the liveness refresh (spec §4.3.3).
+"""What goes out besides bulks: coalesced changes (flush) and the liveness refresh.
+
+Both are described in docs/statesync-protocol.md §4.
 
 * Full states of keys in `Ownership.announce` (INS for a new identity, UPD for a material
   change), DEL_C of retired identities and UPD_REQ of unknown ones are coalesced for

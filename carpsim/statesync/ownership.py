@@ -1,4 +1,4 @@
-"""Who drives each flow, as data: owner states x flow inputs -> rule (statesync-spec §4.3).
+"""Who drives each flow, as data: owner states x flow inputs -> rule (docs/statesync-protocol.md).
 
 A node *drives* a state when its kernel forwards the flow: it announces the state's changes and
 decides its end. Every key of the mirror is in one `Owner` state:

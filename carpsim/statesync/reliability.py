@@ -1,4 +1,4 @@
-"""Sequencing, cumulative ACK, NACK ranges and a bounded resend queue (statesync-spec §2.2, §4.3).
+"""Sequencing, cumulative ACK, NACK ranges and a bounded resend queue (conntrackd sync-ftfw.c).
 
 Modelled on conntrackd FT-FW, carried in pfsync frames by the XSEQ/XNACK extension subheaders
 (docs/statesync-protocol.md). Pure bookkeeping: the Replicator decides when to transmit.

@@ -1,4 +1,4 @@
-"""The pfsync-style replicator machine (pure; statesync-spec §1.6-1.7, §4.3).
+"""The pfsync-style replicator machine (pure; docs/statesync-protocol.md §4).
 
 Theory of operation
 -------------------
@@ -23,7 +23,7 @@ The replicator is a composition of small machines, each with its own deadline:
 This module keeps lifecycle and readiness, and dispatches received sections through
 `self._handlers` (one method per action). Once a bulk has *completed* (BUS END), the node holds
 the table: a later sync-link flap neither makes it not ready nor re-requests a bulk (OpenBSD
-only requests at start-up). Ready = link up and bulk finished; not ready => CARP demoted (§1.7).
+only requests at start-up). Ready = link up and bulk finished; not ready => CARP demoted (pfsync).
 """
 
 from __future__ import annotations

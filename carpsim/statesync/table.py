@@ -37,7 +37,7 @@ def should_apply(current: StateRecord | None, incoming: StateRecord) -> bool:
     """pfsync apply rules for a received full record.
 
     A different (creatorid, id) under the same key is a new connection reusing the tuple and
-    replaces the old one. For the same identity, TCP state never moves backwards (spec §1.5,
+    replaces the old one. For the same identity, TCP state never moves backwards (pfsync's
     `pfsync_upd_tcp`): such an update is stale and refused as a whole.
     """
     if current is None:

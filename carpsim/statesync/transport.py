@@ -1,4 +1,4 @@
-"""The XSEQ transport: frames out and in around ReliableSender/ReliableReceiver (spec §4.3).
+"""The XSEQ transport around ReliableSender/ReliableReceiver (docs/statesync-protocol.md §3).
 
 Every data frame gets an XSEQ section (our epoch, its seq, the oldest seq we can still resend,
 and a piggybacked cumulative ACK of the peer's stream); control frames (ACK, NACK, bulk

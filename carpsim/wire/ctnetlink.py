@@ -1,11 +1,11 @@
 """ctnetlink (NETLINK_NETFILTER, subsystem CTNETLINK) conntrack messages, packed and parsed (PURE).
 
 pyroute2 builds a conntrack message in ~2 ms of pure Python, which caps injection at ~500
-entries/s (statesync-spec §3.3). These encoders pack the same attributes with `struct` directly
+entries/s (bench_conntrack.py). These encoders pack the same attributes with `struct` directly
 into a bytearray so a batch of a few hundred messages is one sendmsg, and the decoder reads only
 the attributes a `StateRecord` needs.
 
-The create message follows the spec §3.2 recipe (what conntrackd/libnetfilter_conntrack send):
+The create message is what conntrackd (netlink.c) and libnetfilter_conntrack send:
 the reply tuple is the *plain inverse* of the original and NAT travels as CTA_NAT_SRC/DST, so the
 kernel sets up the translation itself; CTA_STATUS always includes IPS_CONFIRMED (otherwise
 ctnetlink answers EBUSY).
@@ -203,7 +203,7 @@ def orig_tuple(key: FlowKey) -> bytes:
 
 
 def inverse_tuple(key: FlowKey) -> bytes:
-    """The reply tuple conntrack would compute if no NAT applied (spec §3.2 step 1)."""
+    """The reply tuple conntrack would compute if no NAT applied (libnetfilter_conntrack's)."""
     if _is_icmp(key.proto):
         table = _ICMP_INVERSE if key.proto == IPPROTO_ICMP else _ICMPV6_INVERSE
         itype = key.dport >> 8

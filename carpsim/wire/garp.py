@@ -1,7 +1,7 @@
 """Ethernet framing for CARP adverts and gratuitous ARP (PURE byte builders; the sender is in net/).
 
 A new MASTER announces each IPv4 VIP with an ARP *request* whose sender and target IP are the
-VIP and whose sender MAC is the virtual MAC (OpenBSD `carp_master_down`, carp-spec §3.8), sent
+VIP and whose sender MAC is the virtual MAC (OpenBSD `carp_master_down` in ip_carp.c), sent
 to broadcast. Switches learn the virtual MAC on the new master's port from the Ethernet source,
 and hosts that already hold an ARP entry for the VIP keep it unchanged (same MAC).
 """

@@ -1,5 +1,5 @@
 """Real flows through a SNAT/DNAT router: dump and events see them with the right NAT, and a
-copied entry keeps an established TCP flow alive on a second router (statesync-spec §3.5).
+copied entry keeps an established TCP flow alive on a second router, as conntrackd relies on.
 
 Topology (point-to-point veths, no bridges):
 

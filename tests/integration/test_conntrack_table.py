@@ -109,7 +109,7 @@ def test_inject_10k_and_read_back_equal(ns: str) -> None:
         assert comparable(got) == comparable(rec)
         assert rec.timeout - 10 <= got.timeout <= rec.timeout
         assert got.status & IPS_CONFIRMED
-        # The recipe makes the kernel set up NAT itself (spec §3.2: SRC_NAT bit present).
+        # The recipe makes the kernel set up NAT itself (conntrackd's way: SRC_NAT bit present).
         assert bool(got.status & IPS_SRC_NAT) == (rec.nat_src is not None)
 
 

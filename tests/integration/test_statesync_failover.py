@@ -3,7 +3,7 @@
 The control comes first and must fail: the same run with replication disabled
 (``Lab.create(..., statesync=False)``) stalls or resets the streams, because the lab firewall
 only admits a new TCP flow from its SYN, loose pickup is off and SNAT ports are random
-(statesync-spec §3.5). Then, on a lab with state sync:
+(carpsim/lab/firewall.py). Then, on a lab with state sync:
 
 - takeover: node1 is forced off under 200 streams; after node2 becomes MASTER every stream
   delivers again, none reset, stamps intact;

@@ -1,8 +1,8 @@
 """carpsim against Debian's real ucarp on one bridge, one VIP per VHID.
 
-ucarp's own log is block-buffered (carp-spec §4.3), so its state is read from its up/down
+ucarp's own log is block-buffered (ucarp log.c), so its state is read from its up/down
 scripts, which append a line to a file on every transition. ucarp hands received packets over
-in ~1 s pcap batches (§4.4): the timeouts below allow for that.
+in ~1 s pcap batches (libpcap timeout): the timeouts below allow for that.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""CARP elections in virtual time: exact transition times from the carp-spec §3.2 formulas."""
+"""CARP elections in virtual time: exact transition times from the protocol/timers.py formulas."""
 
 from __future__ import annotations
 
@@ -145,7 +145,7 @@ def test_equal_skews_both_step_down_no_ip_tie_break() -> None:
     runner.run_until(3 + 10 / 256)
     t = 3 + 10 / 256
     # Both time out together; when the adverts cross, the BSD rule makes BOTH step down,
-    # whatever their addresses (carp-spec §3.3, §3.5).
+    # whatever their addresses (BSD ip_carp.c).
     assert sorted(changes(runner), key=lambda c: (c[1], -c[3].value)) == [
         (t, "a", 1, MASTER, "master_down"),
         (t, "a", 1, BACKUP, "preferred_master"),

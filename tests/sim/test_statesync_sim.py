@@ -1,4 +1,4 @@
-"""Two real replicators on a seeded hostile link, virtual time (statesync-spec §4.3)."""
+"""Two real replicators on a seeded hostile link, virtual time (docs/statesync-protocol.md)."""
 
 from __future__ import annotations
 

@@ -223,7 +223,7 @@ def test_decode_unwraps_link_types(
     packet = bytes.fromhex(
         "451000386f454000ff70218a0a630001e0000012"
         "2107000700012594f0d9c981862b6e8b2b4d7d9e2db89f1467abdb5c31927894183d8f25"
-    )  # carp-spec §1.5
+    )  # a ucarp advert: vhid 7, `secret`
     capture = tmp_path / "cooked.pcap"
     _write_pcap(capture, [header + packet], linktype)
     main(["decode", str(capture), "--password", "secret", "--vip", "10.99.0.100", "--json"])

@@ -1,4 +1,4 @@
-"""CARP codec against carp-spec §2.4 vectors and the real ucarp captures in tests/vectors/ucarp."""
+"""CARP codec against hand-computed vectors and the real ucarp captures in tests/vectors/ucarp."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 UCARP_PASSWORD = b"K33p_It_S3cr3t!"
 UCARP_VIP = ip_address("192.168.110.254")
 
-# carp-spec §2.4: (password, vhid, vips, counter, advskew, hmac message, md, 36-byte header)
+# Computed with Python's hmac per BSD ip_carp.c; the third reproduces a real ucarp advert.
+# (password, vhid, vips, counter, advskew, hmac message, md, 36-byte header)
 SPEC_VECTORS = [
     (
         b"secret", 1, ["192.168.1.10"], "0000000000000001", 0,

@@ -1,4 +1,4 @@
-"""CarpMachine rules (carp-spec §3), driven directly with exact times."""
+"""CarpMachine rules (BSD ip_carp.c, ucarp), driven directly with exact times."""
 
 from __future__ import annotations
 

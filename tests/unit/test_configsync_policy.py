@@ -1,4 +1,4 @@
-"""The master's transformations and the receiver's merge (configsync-spec §4-§6)."""
+"""The master's transformations and the receiver's merge (pfSense's HA sync)."""
 
 from __future__ import annotations
 

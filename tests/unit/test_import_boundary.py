@@ -1,4 +1,4 @@
-"""The pure packages never touch the kernel, the clock or global randomness (ARCHITECTURE.md)."""
+"""The pure packages never touch the kernel, clock or global randomness (docs/architecture.md)."""
 
 from __future__ import annotations
 

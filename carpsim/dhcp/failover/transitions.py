@@ -148,7 +148,7 @@ def _build() -> dict[tuple[FailoverState, FoInput], Rule]:
                 handler, targets = "_partner_down_peer", targets | {mine}
             t[(mine, peer_input(peer))] = Rule(handler, frozenset(targets), why)
         lost = LINK_LOST_MOVES.get(mine, mine)
-        t[(mine, FoInput.LINK_LOST)] = Rule("_link_lost", frozenset({lost}), "§2.2 link lost")
+        t[(mine, FoInput.LINK_LOST)] = Rule("_link_lost", frozenset({lost}), "link lost (ISC)")
         t[(mine, FoInput.STARTUP_TIMEOUT)] = Rule("_stay", frozenset({mine}), "not in startup")
         apd = PARTNER_DOWN if mine is COMM_INT else mine
         t[(mine, FoInput.AUTO_PARTNER_DOWN)] = Rule(
