@@ -219,20 +219,26 @@ async def _serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     raw = json.loads(Path(args.settings).read_text())
     service = DhcpService([settings_from_dict(d) for d in raw], Path(args.lease_dir), loop)
+    try:
+        await serve_until_signalled(service.status, Path(args.status) if args.status else None)
+    finally:
+        service.close()
+
+
+async def serve_until_signalled(status: Callable[[], object], status_path: Path | None) -> None:
+    """Run until SIGTERM/SIGINT, rewriting `status_path` (atomically) twice a second: the
+    standalone entry points that tests and benchmarks start as processes."""
+    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    status_path = Path(args.status) if args.status else None
-    try:
-        while not stop.is_set():
-            if status_path is not None:
-                tmp = status_path.with_suffix(".tmp")
-                tmp.write_text(json.dumps(service.status()))
-                tmp.replace(status_path)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.5)
-    finally:
-        service.close()
+    while not stop.is_set():
+        if status_path is not None:
+            tmp = status_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(status()))
+            tmp.replace(status_path)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
 import logging
-import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -45,7 +42,12 @@ from carpsim.dhcp.settings import DhcpServerSettings, FailoverSettings
 from carpsim.errors import ConfigError
 from carpsim.net.failover_io import FailoverLink
 from carpsim.runtime import dhcp_failover_metrics, dhcp_metrics
-from carpsim.runtime.dhcp_service import DhcpService, InterfaceService, saved_failover_state
+from carpsim.runtime.dhcp_service import (
+    DhcpService,
+    InterfaceService,
+    saved_failover_state,
+    serve_until_signalled,
+)
 from carpsim.runtime.driver import loop_factory
 
 log = logging.getLogger("carpsim.node.dhcp")
@@ -226,20 +228,9 @@ async def _serve(args: argparse.Namespace) -> None:
     if args.split is not None or args.mclt is not None:
         settings = tuple(_tuned(s, args.split, args.mclt) for s in settings)
     dhcp = NodeDhcp(settings, Path(args.state_dir))
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await dhcp.start(loop)
-    status_path = Path(args.status) if args.status else None
+    await dhcp.start(asyncio.get_running_loop())
     try:
-        while not stop.is_set():
-            if status_path is not None:
-                tmp = status_path.with_suffix(".tmp")
-                tmp.write_text(json.dumps(dhcp.status()))
-                tmp.replace(status_path)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.5)
+        await serve_until_signalled(dhcp.status, Path(args.status) if args.status else None)
     finally:
         dhcp.stop()
 

@@ -105,7 +105,10 @@ def test_installed_cli_finds_its_topologies_and_dissector(installed: Installed) 
     )
     assert listed.returncode == 0, listed.stderr
     names, loaded = listed.stdout.splitlines()
-    assert names.split() == ["reference", "three-node"]
+    # Every topology of the checkout is in the wheel, and nothing else.
+    shipped = sorted(p.stem for p in (ROOT / "carpsim" / "lab" / "topologies").glob("*.toml"))
+    assert names.split() == shipped
+    assert {"reference", "three-node", "nat-interface"} <= set(shipped)
     assert loaded == "reference 3"
     lua = installed.run("carpsim", "decode", "--dissector-path")
     assert lua.returncode == 0, lua.stderr
